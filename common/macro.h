@@ -10,18 +10,22 @@
 #include <string.h>
 #include <unistd.h>
 
-#define _cleanup_(f)      __attribute__((cleanup(f)))
-#define _unused_          __attribute__((unused))
-#define _printf_(a, b)    __attribute__((format(printf, a, b)))
-#define _noreturn_        __attribute__((noreturn))
-#define _likely_(x)       (__builtin_expect(!!(x), 1))
-#define _unlikely_(x)     (__builtin_expect(!!(x), 0))
-#define _warn_unused_     __attribute__((warn_unused_result))
+#define _cleanup_(f)   __attribute__((cleanup(f)))
+#define _unused_       __attribute__((unused))
+#define _printf_(a, b) __attribute__((format(printf, a, b)))
+#define _noreturn_     __attribute__((noreturn))
+#define _likely_(x)    (__builtin_expect(!!(x), 1))
+#define _unlikely_(x)  (__builtin_expect(!!(x), 0))
+#define _warn_unused_  __attribute__((warn_unused_result))
 
-#define ELEMENTSOF(x)     (sizeof(x) / sizeof((x)[0]))
-#define MIN(a, b)         ((a) < (b) ? (a) : (b))
-#define MAX(a, b)         ((a) > (b) ? (a) : (b))
-#define STRLEN(s)         (sizeof(s) - 1)
+#define ELEMENTSOF(x) (sizeof(x) / sizeof((x)[0]))
+#ifndef MIN
+#define MIN(a, b) ((a) < (b) ? (a) : (b))
+#endif
+#ifndef MAX
+#define MAX(a, b) ((a) > (b) ? (a) : (b))
+#endif
+#define STRLEN(s) (sizeof(s) - 1)
 
 static inline void freep(void *p)
 {

@@ -1,0 +1,17 @@
+/* SPDX-License-Identifier: MIT */
+#pragma once
+
+/* Every API handler, grouped by the file (API area) that implements it. */
+
+#include "http.h"
+
+/* api-health.c */
+int api_health(Request *r);
+int api_ready(Request *r);
+
+/* api-auth.c */
+int api_auth_signup(Request *r);
+int api_auth_login(Request *r);
+int api_auth_refresh(Request *r);
+int api_auth_logout(Request *r);
+int api_me(Request *r);

@@ -1,0 +1,96 @@
+/* SPDX-License-Identifier: MIT */
+#include "routes.h"
+
+#include <string.h>
+
+#include "api.h"
+#include "users.h"
+
+#define PUBLIC    0u
+#define SIGNED_IN ROLE_ANY
+
+const Route routes[] = {
+    /* health */
+    {"GET", "/api/v1/health", api_health, PUBLIC, "Liveness: the process answers"},
+    {"GET", "/api/v1/ready", api_ready, PUBLIC, "Readiness: the database answers"},
+    /* auth */
+    {"POST", "/api/v1/auth/personal/signup", api_auth_signup, PUBLIC,
+     "Create a personal account and sign in"},
+    {"POST", "/api/v1/auth/personal/login", api_auth_login, PUBLIC,
+     "Sign in with email and password"},
+    {"POST", "/api/v1/auth/token/refresh", api_auth_refresh, PUBLIC,
+     "Rotate a refresh token for a new token pair"},
+    {"POST", "/api/v1/auth/logout", api_auth_logout, SIGNED_IN, "Revoke the current session"},
+    {"GET", "/api/v1/me", api_me, SIGNED_IN, "The signed-in user, roles and balance"},
+};
+
+const size_t n_routes = sizeof(routes) / sizeof(routes[0]);
+
+/* Matches one pattern against a path, capturing {param} segments. */
+static bool pattern_match(const char *pattern, const char *path, size_t path_len,
+                          h2o_iovec_t *params, size_t *n_params)
+{
+        const char *p = pattern, *s = path, *end = path + path_len;
+        size_t n = 0;
+
+        while (*p && s < end) {
+                if (*p == '{') {
+                        const char *close = strchr(p, '}');
+                        const char *seg_end = memchr(s, '/', (size_t)(end - s));
+                        if (!seg_end)
+                                seg_end = end;
+                        if (seg_end == s || n >= REQUEST_MAX_PARAMS)
+                                return false;
+                        params[n++] = h2o_iovec_init(s, (size_t)(seg_end - s));
+                        s = seg_end;
+                        p = close + 1;
+                        continue;
+                }
+                if (*p != *s)
+                        return false;
+                p++;
+                s++;
+        }
+        /* A trailing slash on the request is tolerated. */
+        if (*p == '\0' && s == end - 1 && *s == '/')
+                s++;
+        if (*p != '\0' || s != end)
+                return false;
+        *n_params = n;
+        return true;
+}
+
+RouteMatchResult routes_match(const char *method, size_t method_len, const char *path,
+                              size_t path_len, RouteMatch *ret)
+{
+        bool path_found = false;
+        size_t allow_len = 0;
+
+        *ret = (RouteMatch){0};
+        for (size_t i = 0; i < n_routes; i++) {
+                const Route *rt = &routes[i];
+                h2o_iovec_t params[REQUEST_MAX_PARAMS];
+                size_t np = 0;
+                if (!pattern_match(rt->pattern, path, path_len, params, &np))
+                        continue;
+                if (strlen(rt->method) == method_len &&
+                    memcmp(rt->method, method, method_len) == 0) {
+                        ret->route = rt;
+                        memcpy(ret->params, params, sizeof(params));
+                        ret->n_params = np;
+                        return ROUTE_FOUND;
+                }
+                path_found = true;
+                size_t ml = strlen(rt->method);
+                if (allow_len + ml + 2 < sizeof(ret->allow)) {
+                        if (allow_len > 0) {
+                                memcpy(ret->allow + allow_len, ", ", 2);
+                                allow_len += 2;
+                        }
+                        memcpy(ret->allow + allow_len, rt->method, ml);
+                        allow_len += ml;
+                        ret->allow[allow_len] = '\0';
+                }
+        }
+        return path_found ? ROUTE_NO_METHOD : ROUTE_NO_PATH;
+}

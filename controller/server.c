@@ -1,0 +1,454 @@
+/* SPDX-License-Identifier: MIT */
+#include "server.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <h2o.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <systemd/sd-daemon.h>
+
+#include "async.h"
+#include "http.h"
+#include "log.h"
+#include "routes.h"
+
+typedef struct ServerInternal {
+        h2o_globalconf_t h2o_config;
+        h2o_context_t h2o_ctx;
+        h2o_accept_ctx_t accept_ctx;
+        SSL_CTX *ssl_ctx;
+        uv_tcp_t listener;
+        bool listener_open;
+        uv_signal_t sigterm, sigint;
+        uv_timer_t shutdown_timer;
+        usec_t shutdown_deadline;
+        size_t max_body_bytes;
+} ServerInternal;
+
+typedef struct Handler {
+        h2o_handler_t super;
+        Server *server;
+} Handler;
+
+uv_loop_t *server_loop(Server *s)
+{
+        return s->loop;
+}
+
+void server_job_started(Server *s)
+{
+        s->inflight_jobs++;
+}
+
+void server_job_finished(Server *s)
+{
+        s->inflight_jobs--;
+}
+
+void server_add_common_headers(Request *r)
+{
+        h2o_req_t *req = r->req;
+        h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CACHE_CONTROL, NULL,
+                       H2O_STRLIT("no-store"));
+        h2o_add_header_by_str(&req->pool, &req->res.headers, H2O_STRLIT("x-content-type-options"),
+                              0, NULL, H2O_STRLIT("nosniff"));
+}
+
+static void request_dispose(void *p)
+{
+        Request *r = p;
+        async_request_gone(r);
+        r->server->inflight_requests--;
+}
+
+static void set_request_id(Request *r)
+{
+        /* Keep a caller's id when it is sane, so traces join up across services. */
+        h2o_req_t *req = r->req;
+        ssize_t i = h2o_find_header_by_str(&req->headers, H2O_STRLIT("x-request-id"), -1);
+        if (i >= 0) {
+                h2o_iovec_t v = req->headers.entries[i].value;
+                bool ok = v.len >= 8 && v.len < sizeof(r->request_id);
+                for (size_t k = 0; ok && k < v.len; k++) {
+                        char c = v.base[k];
+                        ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+                             (c >= '0' && c <= '9') || c == '-' || c == '_' || c == '.';
+                }
+                if (ok) {
+                        memcpy(r->request_id, v.base, v.len);
+                        r->request_id[v.len] = '\0';
+                        return;
+                }
+        }
+        memcpy(r->request_id, "req_", 4);
+        if (random_token(12, r->request_id + 4, sizeof(r->request_id) - 4) < 0)
+                snprintf(r->request_id, sizeof(r->request_id), "req_unknown");
+}
+
+static void set_client_addr(Request *r)
+{
+        struct sockaddr_storage ss;
+        socklen_t len = r->req->conn->callbacks->get_peername(r->req->conn, (void *)&ss);
+        r->client_addr[0] = '\0';
+        if (len == 0)
+                return;
+        if (ss.ss_family == AF_INET)
+                inet_ntop(AF_INET, &((struct sockaddr_in *)&ss)->sin_addr, r->client_addr,
+                          sizeof(r->client_addr));
+        else if (ss.ss_family == AF_INET6)
+                inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&ss)->sin6_addr, r->client_addr,
+                          sizeof(r->client_addr));
+}
+
+static int authenticate(Request *r)
+{
+        const char *token = http_bearer_token(r);
+        if (!token)
+                return http_reply_error(r, ERR_UNAUTHENTICATED, NULL,
+                                        "sign in first: send Authorization: Bearer <access token>");
+        int ret = sessions_authenticate(r->server->db, token, &r->auth);
+        if (ret == -ENOENT || ret == -EKEYEXPIRED || ret == -EKEYREVOKED) {
+                const char *why = ret == -EKEYEXPIRED   ? "expired"
+                                  : ret == -EKEYREVOKED ? "revoked"
+                                                        : "unknown";
+                return http_reply_error(r, ERR_UNAUTHENTICATED, json_pack("{s:s}", "token", why),
+                                        "the access token is %s", why);
+        }
+        if (ret < 0)
+                return http_reply_error(r, ERR_UNAVAILABLE, NULL, "cannot check the session now");
+        if ((r->auth.roles & r->route->roles) == 0)
+                return http_reply_error(r, ERR_FORBIDDEN, NULL,
+                                        "your role does not allow this request");
+        return 1;
+}
+
+static int on_req(h2o_handler_t *self, h2o_req_t *req)
+{
+        Server *s = ((Handler *)self)->server;
+        Request *r = h2o_mem_alloc_shared(&req->pool, sizeof(Request), request_dispose);
+        *r = (Request){.req = req, .server = s};
+        s->inflight_requests++;
+        set_request_id(r);
+        set_client_addr(r);
+
+        if (req->entity.base && req->entity.len > s->internal->max_body_bytes) {
+                http_reply_error(
+                    r, ERR_PAYLOAD_TOO_LARGE,
+                    json_pack("{s:I}", "max_bytes", (json_int_t)s->internal->max_body_bytes),
+                    "request body is larger than %zu bytes", s->internal->max_body_bytes);
+                return 0;
+        }
+
+        size_t path_len = req->path_normalized.len;
+        RouteMatch m;
+        int found = routes_match(req->method.base, req->method.len, req->path_normalized.base,
+                                 path_len, &m);
+        if (found == ROUTE_NO_PATH) {
+                http_reply_error(r, ERR_NOT_FOUND, NULL, "no such endpoint");
+                return 0;
+        }
+        if (found == ROUTE_NO_METHOD) {
+                http_add_header(r, "allow", m.allow);
+                http_reply_error(r, ERR_METHOD_NOT_ALLOWED, NULL,
+                                 "method not allowed here (allowed: %s)", m.allow);
+                return 0;
+        }
+        r->route = m.route;
+        r->n_params = m.n_params;
+        memcpy(r->params, m.params, sizeof(m.params));
+
+        if (r->route->roles != 0 && authenticate(r) <= 0)
+                return 0;
+
+        int ret = r->route->handler(r);
+        if (ret < 0 && !r->responded && !r->job)
+                http_reply_error(r, ERR_INTERNAL, NULL, "internal error (request %s)",
+                                 r->request_id);
+        return 0;
+}
+
+static int parse_listen(const char *listen, struct sockaddr_storage *ss)
+{
+        char host[256];
+        unsigned port;
+        const char *colon = strrchr(listen, ':');
+        if (!colon || colon == listen || (size_t)(colon - listen) >= sizeof(host))
+                return -EINVAL;
+        if (sscanf(colon + 1, "%u", &port) != 1 || port > 65535)
+                return -EINVAL;
+        memcpy(host, listen, (size_t)(colon - listen));
+        host[colon - listen] = '\0';
+        memset(ss, 0, sizeof(*ss));
+        if (host[0] == '[') {
+                size_t hl = strlen(host);
+                if (hl < 3 || host[hl - 1] != ']')
+                        return -EINVAL;
+                host[hl - 1] = '\0';
+                struct sockaddr_in6 *a6 = (struct sockaddr_in6 *)ss;
+                a6->sin6_family = AF_INET6;
+                a6->sin6_port = htons((uint16_t)port);
+                return inet_pton(AF_INET6, host + 1, &a6->sin6_addr) == 1 ? 0 : -EINVAL;
+        }
+        if (streq(host, "localhost"))
+                snprintf(host, sizeof(host), "127.0.0.1");
+        struct sockaddr_in *a4 = (struct sockaddr_in *)ss;
+        a4->sin_family = AF_INET;
+        a4->sin_port = htons((uint16_t)port);
+        return inet_pton(AF_INET, host, &a4->sin_addr) == 1 ? 0 : -EINVAL;
+}
+
+static void on_accept(uv_stream_t *listener, int status)
+{
+        Server *s = listener->data;
+        if (status != 0)
+                return;
+        uv_tcp_t *conn = calloc(1, sizeof(*conn));
+        if (!conn)
+                return;
+        uv_tcp_init(listener->loop, conn);
+        if (uv_accept(listener, (uv_stream_t *)conn) != 0) {
+                uv_close((uv_handle_t *)conn, (uv_close_cb)free);
+                return;
+        }
+        uv_tcp_nodelay(conn, 1);
+        h2o_socket_t *sock = h2o_uv_socket_create((uv_stream_t *)conn, (uv_close_cb)free);
+        h2o_accept(&s->internal->accept_ctx, sock);
+}
+
+static int setup_tls(Server *s, const char *cert, const char *key)
+{
+        SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
+        if (!ctx)
+                return -ENOMEM;
+        SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+        SSL_CTX_set_options(ctx, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION);
+        if (SSL_CTX_use_certificate_chain_file(ctx, cert) != 1) {
+                SSL_CTX_free(ctx);
+                return log_error_errno(-EINVAL, "cannot load TLS certificate | path=%s", cert);
+        }
+        if (SSL_CTX_use_PrivateKey_file(ctx, key, SSL_FILETYPE_PEM) != 1 ||
+            SSL_CTX_check_private_key(ctx) != 1) {
+                SSL_CTX_free(ctx);
+                return log_error_errno(-EINVAL,
+                                       "cannot load TLS key or it does not match | path=%s", key);
+        }
+        h2o_ssl_register_alpn_protocols(ctx, h2o_http2_alpn_protocols);
+        s->internal->ssl_ctx = ctx;
+        return 0;
+}
+
+static int write_ready_file(const char *path, const char *url)
+{
+        _cleanup_free_ char *tmp = NULL;
+        if (asprintf(&tmp, "%s.tmp", path) < 0)
+                return -ENOMEM;
+        FILE *f = fopen(tmp, "we");
+        if (!f)
+                return -errno;
+        fprintf(f, "%s\n", url);
+        if (fclose(f) != 0)
+                return -errno;
+        return rename(tmp, path) < 0 ? -errno : 0;
+}
+
+static void close_listener(Server *s)
+{
+        if (s->internal->listener_open) {
+                s->internal->listener_open = false;
+                uv_close((uv_handle_t *)&s->internal->listener, NULL);
+        }
+}
+
+static void on_shutdown_tick(uv_timer_t *t)
+{
+        Server *s = t->data;
+        bool done = s->inflight_requests == 0 && s->inflight_jobs == 0;
+        if (!done && now_mono_usec() < s->internal->shutdown_deadline)
+                return;
+        if (!done)
+                log_warning("shutdown deadline passed | requests=%zu jobs=%zu",
+                            s->inflight_requests, s->inflight_jobs);
+        uv_timer_stop(t);
+        uv_stop(s->loop);
+}
+
+static void on_signal(uv_signal_t *sig, int signum)
+{
+        Server *s = sig->data;
+        if (s->shutting_down) {
+                log_warning("second signal: stopping now | signal=%d", signum);
+                uv_stop(s->loop);
+                return;
+        }
+        s->shutting_down = true;
+        log_info("shutting down | signal=%s in_flight=%zu", signum == SIGTERM ? "TERM" : "INT",
+                 s->inflight_requests);
+        sd_notify(0, "STOPPING=1");
+        close_listener(s);
+        /* HTTP/2 gets GOAWAY, HTTP/1 closes after the response in progress. */
+        h2o_context_request_shutdown(&s->internal->h2o_ctx);
+        s->internal->shutdown_deadline =
+            now_mono_usec() +
+            (usec_t)config_get_int(s->config, "shutdown_timeout_s") * USEC_PER_SEC;
+        uv_timer_start(&s->internal->shutdown_timer, on_shutdown_tick, 0, 20);
+}
+
+int server_open_db(const char *state_dir, Db **ret)
+{
+        if (mkdir(state_dir, 0700) < 0 && errno != EEXIST)
+                return log_error_errno(-errno, "cannot create state directory | path=%s",
+                                       state_dir);
+        _cleanup_free_ char *path = NULL;
+        if (asprintf(&path, "%s/gpuslice.db", state_dir) < 0)
+                return log_oom();
+        return db_open(path, ret);
+}
+
+int server_run(Config *config)
+{
+        /* One server per process. Static so that connections still open at exit
+         * (idle keep-alives h2o has no API to close) stay reachable, not leaked. */
+        static ServerInternal internal;
+        static Server s;
+        static uv_loop_t loop;
+        struct sockaddr_storage addr;
+        int r;
+
+        internal = (ServerInternal){0};
+        s = (Server){.config = config, .internal = &internal, .started_at = now_usec()};
+        const char *listen = config_get(config, "listen");
+        if (parse_listen(listen, &addr) < 0)
+                return log_error_errno(
+                    -EINVAL, "bad listen address, expected HOST:PORT | listen=%s", listen);
+
+        r = server_open_db(config_get(config, "state_dir"), &s.db);
+        if (r < 0)
+                return r;
+
+        s.session_policy = (SessionPolicy){
+            .access_ttl_s = config_get_int(config, "access_token_ttl_s"),
+            .refresh_ttl_s = config_get_int(config, "refresh_token_ttl_s"),
+        };
+        s.scrypt_log_n = (unsigned)config_get_int(config, "password_scrypt_log_n");
+        double window = (double)config_get_int(config, "login_failure_window_s");
+        double per_account = (double)config_get_int(config, "login_failures_per_account");
+        double per_address = (double)config_get_int(config, "login_failures_per_address");
+        r = ratelimiter_new(per_account, per_account / window, 100000, &s.login_account_rl);
+        if (r >= 0)
+                r = ratelimiter_new(per_address, per_address / window, 100000, &s.login_address_rl);
+        if (r < 0) {
+                db_close(s.db);
+                return log_oom();
+        }
+        internal.max_body_bytes = (size_t)config_get_int(config, "max_body_bytes");
+
+        uv_loop_init(&loop);
+        s.loop = &loop;
+
+        h2o_config_init(&internal.h2o_config);
+        internal.h2o_config.server_name = h2o_iovec_init(H2O_STRLIT("gpuslice"));
+        /* Bodies up to the ceiling reach the handler, which answers oversize ones
+         * with the contract's envelope; beyond it h2o stops reading and answers a
+         * plain 413 itself, so a huge upload never sits in memory. */
+        internal.h2o_config.max_request_entity_size =
+            MAX(internal.max_body_bytes * 4, internal.max_body_bytes + (1u << 20));
+        internal.h2o_config.http1.req_timeout =
+            (uint64_t)config_get_int(config, "http_request_timeout_s") * 1000;
+        internal.h2o_config.http2.idle_timeout =
+            (uint64_t)config_get_int(config, "http_idle_timeout_s") * 1000;
+        internal.h2o_config.http2.graceful_shutdown_timeout =
+            (uint64_t)config_get_int(config, "shutdown_timeout_s") * 1000;
+        h2o_hostconf_t *host = h2o_config_register_host(
+            &internal.h2o_config, h2o_iovec_init(H2O_STRLIT("default")), 65535);
+        h2o_pathconf_t *pathconf = h2o_config_register_path(host, "/", 0);
+        Handler *handler = (Handler *)h2o_create_handler(pathconf, sizeof(Handler));
+        handler->super.on_req = on_req;
+        handler->server = &s;
+
+        const char *cert = config_get(config, "tls_cert"), *key = config_get(config, "tls_key");
+        if ((cert == NULL) != (key == NULL)) {
+                r = log_error_errno(-EINVAL, "tls_cert and tls_key go together");
+                goto finish;
+        }
+        if (cert) {
+                r = setup_tls(&s, cert, key);
+                if (r < 0)
+                        goto finish;
+        }
+
+        h2o_context_init(&internal.h2o_ctx, &loop, &internal.h2o_config);
+        internal.accept_ctx.ctx = &internal.h2o_ctx;
+        internal.accept_ctx.hosts = internal.h2o_config.hosts;
+        internal.accept_ctx.ssl_ctx = internal.ssl_ctx;
+
+        uv_tcp_init(&loop, &internal.listener);
+        internal.listener.data = &s;
+        internal.listener_open = true;
+        r = uv_tcp_bind(&internal.listener, (struct sockaddr *)&addr, 0);
+        if (r == 0)
+                r = uv_listen((uv_stream_t *)&internal.listener, 1024, on_accept);
+        if (r != 0) {
+                r = log_error_errno(r, "cannot listen | listen=%s", listen);
+                goto finish;
+        }
+
+        struct sockaddr_storage bound;
+        int blen = sizeof(bound);
+        uv_tcp_getsockname(&internal.listener, (struct sockaddr *)&bound, &blen);
+        char host_str[INET6_ADDRSTRLEN];
+        unsigned port;
+        if (bound.ss_family == AF_INET6) {
+                inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&bound)->sin6_addr, host_str,
+                          sizeof(host_str));
+                port = ntohs(((struct sockaddr_in6 *)&bound)->sin6_port);
+        } else {
+                inet_ntop(AF_INET, &((struct sockaddr_in *)&bound)->sin_addr, host_str,
+                          sizeof(host_str));
+                port = ntohs(((struct sockaddr_in *)&bound)->sin_port);
+        }
+        char url[320];
+        snprintf(url, sizeof(url), "%s://%s%s%s:%u", cert ? "https" : "http",
+                 bound.ss_family == AF_INET6 ? "[" : "", host_str,
+                 bound.ss_family == AF_INET6 ? "]" : "", port);
+        const char *pub = config_get(config, "public_url");
+        s.public_url = strdup(pub ? pub : url);
+
+        uv_signal_init(&loop, &internal.sigterm);
+        uv_signal_init(&loop, &internal.sigint);
+        internal.sigterm.data = internal.sigint.data = &s;
+        uv_signal_start(&internal.sigterm, on_signal, SIGTERM);
+        uv_signal_start(&internal.sigint, on_signal, SIGINT);
+        uv_timer_init(&loop, &internal.shutdown_timer);
+        internal.shutdown_timer.data = &s;
+        signal(SIGPIPE, SIG_IGN);
+
+        const char *ready_file = config_get(config, "ready_file");
+        if (ready_file && write_ready_file(ready_file, url) < 0)
+                log_warning("cannot write ready file | path=%s", ready_file);
+        log_info("listening | url=%s schema=%d", url, db_schema_version(s.db));
+        sd_notify(0, "READY=1");
+
+        uv_run(&loop, UV_RUN_DEFAULT);
+        r = 0;
+
+finish:
+        close_listener(&s);
+        /* The h2o context, remaining idle connections and the loop are left to
+         * process exit: h2o 2.2 cannot close idle keep-alive connections on
+         * demand, and every request that was answered is already complete. */
+        ratelimiter_free(s.login_account_rl);
+        ratelimiter_free(s.login_address_rl);
+        free(s.public_url);
+        db_close(s.db);
+        log_info("stopped");
+        return r;
+}

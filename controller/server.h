@@ -1,0 +1,45 @@
+/* SPDX-License-Identifier: MIT */
+#pragma once
+
+/* The controller process: one libuv loop running h2o (HTTP/1.1, HTTP/2, TLS
+ * when configured), the SQLite store, and graceful shutdown on SIGTERM/SIGINT:
+ * stop accepting, let in-flight requests and background jobs finish (bounded
+ * by shutdown_timeout_s), close the database cleanly. */
+
+#include <stdbool.h>
+#include <uv.h>
+
+#include "config.h"
+#include "db.h"
+#include "ratelimit.h"
+#include "sessions.h"
+
+typedef struct Request Request;
+
+typedef struct Server {
+        uv_loop_t *loop;
+        Config *config;
+        Db *db;
+        SessionPolicy session_policy;
+        unsigned scrypt_log_n;
+        RateLimiter *login_account_rl;
+        RateLimiter *login_address_rl;
+        char *public_url;
+        usec_t started_at;
+        bool shutting_down;
+        size_t inflight_requests;
+        size_t inflight_jobs;
+        struct ServerInternal *internal;
+} Server;
+
+/* Runs the controller until SIGTERM/SIGINT. Returns 0 or -errno. */
+int server_run(Config *config);
+
+uv_loop_t *server_loop(Server *s);
+void server_job_started(Server *s);
+void server_job_finished(Server *s);
+/* Headers every API response carries (security and caching). */
+void server_add_common_headers(Request *r);
+
+/* Opens <state_dir>/gpuslice.db (creating state_dir 0700). */
+int server_open_db(const char *state_dir, Db **ret);
