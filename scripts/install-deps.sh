@@ -2,8 +2,12 @@
 # Installs exactly what gpuslice's build, tests and benchmarks need on Debian 12.
 # Idempotent: packages already present are not touched; npm peers install from
 # committed lock files with `npm ci`.
+#   --build-only   only what building and running needs (used by run.sh):
+#                  no test peers from npm, no benchmark tools.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+build_only=0
+[ "${1:-}" = "--build-only" ] && build_only=1
 
 PKGS=(
   # build
@@ -14,11 +18,15 @@ PKGS=(
   libnl-3-dev libnl-route-3-dev libpci-dev libhwloc-dev libcriterion-dev libsystemd-dev
   # runtime tools used by scripts and tests
   openssl curl ca-certificates jq sqlite3 procps iproute2 systemd
-  # benchmarks
-  wrk nginx-light
-  # peers for tests (OpenAPI linter, OIDC provider, Stripe library)
-  nodejs
 )
+if [ $build_only -eq 0 ]; then
+  PKGS+=(
+    # benchmarks
+    wrk nginx-light
+    # peers for tests (OpenAPI linter, OIDC provider, Stripe library) run on Node
+    nodejs
+  )
+fi
 
 missing=()
 for p in "${PKGS[@]}"; do
@@ -33,6 +41,11 @@ if [ ${#missing[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+if [ $build_only -eq 1 ]; then
+  echo "install-deps: ok (build only)"
+  exit 0
 fi
 
 # Debian's nodejs lacks npm while NodeSource's bundles it (and conflicts with
