@@ -109,6 +109,8 @@ static int add_pci_object(Inventory *inv, hwloc_topology_t topo, hwloc_obj_t o)
         d->vendor = p->vendor_id;
         d->device = p->device_id;
         d->class_code = p->class_id;
+        if (p->linkspeed > 0)
+                d->link_gbytes = p->linkspeed;
         d->numa_node = obj_numa_node(topo, o);
 
         /* Bridge chain: PCI bridges between the host bridge and this function. */
@@ -137,6 +139,44 @@ static int add_pci_object(Inventory *inv, hwloc_topology_t topo, hwloc_obj_t o)
         return r;
 }
 
+/* hwloc's XML importer leaks when it gives up half-way, and its verdict
+ * says little; so check the envelope first: an hwloc export has a
+ * <topology> root element and ends with its closing tag (a truncated copy
+ * does not). */
+static int check_xml_envelope(const char *path)
+{
+        _cleanup_fclose_ FILE *f = fopen(path, "re");
+        char head[4096], tail[256];
+        size_t n;
+        long size;
+
+        if (!f)
+                return log_error_errno(negative_errno(), "Cannot read hwloc XML %s: %m", path);
+        n = fread(head, 1, sizeof(head) - 1, f);
+        head[n] = '\0';
+        if (n == 0)
+                return log_error_errno(-EBADMSG, "hwloc XML %s is empty", path);
+        if (!strstr(head, "<topology"))
+                return log_error_errno(
+                    -EBADMSG, "%s is not an hwloc XML export (no <topology> root element)", path);
+        if (fseek(f, 0, SEEK_END) < 0 || (size = ftell(f)) < 0)
+                return log_error_errno(negative_errno(), "Cannot read hwloc XML %s: %m", path);
+        long off = size > (long)sizeof(tail) - 1 ? size - (long)sizeof(tail) + 1 : 0;
+        if (fseek(f, off, SEEK_SET) < 0)
+                return log_error_errno(negative_errno(), "Cannot read hwloc XML %s: %m", path);
+        n = fread(tail, 1, sizeof(tail) - 1, f);
+        tail[n] = '\0';
+        while (n > 0 && (tail[n - 1] == '\n' || tail[n - 1] == ' ' || tail[n - 1] == '\r' ||
+                         tail[n - 1] == '\t'))
+                tail[--n] = '\0';
+        if (n < STRLEN("</topology>") || !streq(tail + n - STRLEN("</topology>"), "</topology>"))
+                return log_error_errno(-EBADMSG,
+                                       "hwloc XML %s is truncated (it does not end with "
+                                       "</topology>)",
+                                       path);
+        return 0;
+}
+
 int inventory_load_hwloc_xml(Inventory *inv, const char *path)
 {
         _cleanup_(topology_destroyp) hwloc_topology_t topo = NULL;
@@ -149,6 +189,10 @@ int inventory_load_hwloc_xml(Inventory *inv, const char *path)
                 return log_error_errno(-EISDIR, "hwloc XML %s is a directory", path);
         if (access(path, R_OK) < 0)
                 return log_error_errno(negative_errno(), "Cannot read hwloc XML %s: %m", path);
+
+        r = check_xml_envelope(path);
+        if (r < 0)
+                return r;
 
         if (hwloc_topology_init(&topo) < 0)
                 return log_oom();

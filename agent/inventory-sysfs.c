@@ -180,6 +180,25 @@ static int strcmp_ptr(const void *a, const void *b)
         return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
+/* max_link_speed ("8.0 GT/s PCIe") x max_link_width, in GB/s; 0 if unknown.
+ * Only used to prefer a data NIC over a management port at equal locality. */
+static double link_bandwidth(const char *root, const char *dir)
+{
+        _cleanup_free_ char *rs = NULL, *rw = NULL, *speed = NULL, *width = NULL;
+        double gt;
+        long w;
+
+        if (asprintf(&rs, "%s/max_link_speed", dir) < 0 ||
+            asprintf(&rw, "%s/max_link_width", dir) < 0)
+                return 0;
+        if (sysfs_read_attr(root, rs, &speed) < 0 || sysfs_read_attr(root, rw, &width) < 0)
+                return 0;
+        if (sscanf(speed, "%lf", &gt) != 1 || sysfs_parse_long(width, 10, &w) < 0 || w <= 0)
+                return 0;
+        /* 8b/10b below 8 GT/s, 128b/130b from there on. */
+        return gt * (double)w * (gt < 8.0 ? 0.8 : 128.0 / 130.0) / 8.0;
+}
+
 static int load_device(Inventory *inv, const char *root, const char *name, bool *saw_sriov)
 {
         _cleanup_free_ char *entry = NULL, *dir = NULL;
@@ -232,6 +251,8 @@ static int load_device(Inventory *inv, const char *root, const char *name, bool 
                 return r;
         if (cls != PCI_ID_UNKNOWN)
                 d->class_code = (cls >> 8) & 0xffff;
+
+        d->link_gbytes = link_bandwidth(root, dir);
 
         r = read_int_attr(root, dir, "numa_node", &v);
         if (r < 0)

@@ -48,6 +48,7 @@ typedef struct Device {
         char **virtfns;         /* VF addresses of a PF (NULL-terminated), NULL when unknown */
         char **parents;         /* bridge chain, root port first (NULL-terminated); NULL: unknown */
         char *name;             /* vendor/device name from pci.ids, NULL when not found */
+        double link_gbytes;     /* PCIe link bandwidth in GB/s; 0: unknown */
         bool outside_bridge;    /* XML record whose bus is outside its parent bridge's range */
 } Device;
 

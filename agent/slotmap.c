@@ -188,9 +188,11 @@ int slot_map_plan(const Inventory *inv, SlotMap **ret)
                 if (numa_node_has_cpus(home))
                         s->numa_node = home->id;
 
-                /* NIC: the closest SR-IOV PF with a free VF; ties go to the PF
-                 * with fewer planned VFs (spreads slots over both ports of a
-                 * dual-port card), then to the lower address. */
+                /* NIC: the closest SR-IOV PF with a free VF; at equal
+                 * locality the wider PCIe link (a data NIC, not a management
+                 * port), then the PF with fewer planned VFs (spreads slots
+                 * over both ports of a dual-port card), then the lower
+                 * address. */
                 ssize_t best = -1;
                 Locality best_loc = LOCALITY_NONE;
                 bool best_cap = false;
@@ -203,11 +205,15 @@ int slot_map_plan(const Inventory *inv, SlotMap **ret)
                                 continue;
                         bool cap = nic_has_capacity(n, nic_assigned[j]);
                         if (best >= 0) {
+                                const Device *b = &inv->devices[best];
                                 if (cap != best_cap) {
                                         if (!cap)
                                                 continue;
                                 } else if (loc != best_loc) {
                                         if (loc < best_loc)
+                                                continue;
+                                } else if (n->link_gbytes != b->link_gbytes) {
+                                        if (n->link_gbytes < b->link_gbytes)
                                                 continue;
                                 } else if (nic_assigned[j] >= nic_assigned[best])
                                         continue;
