@@ -547,28 +547,68 @@ static int set_invariant(Invariant *iv, char **bad, const char *ok_detail)
 static char *per_slot_vf_ok_detail(const Inventory *inv, const SlotMap *m)
 {
         char **parts = NULL;
-        char *s = NULL;
+        char *s = NULL, *j;
+        int r = 0;
 
         if (m->n_slots == 0)
                 return strdup("no slots (no GPU found)");
-        for (size_t i = 0; i < inv->n_devices; i++) {
+        for (size_t i = 0; r >= 0 && i < inv->n_devices; i++) {
                 const Device *d = &inv->devices[i];
                 int planned = 0;
-                for (size_t j = 0; j < m->n_slots; j++)
-                        if (m->slots[j].nic && streq(m->slots[j].nic, d->address))
+                for (size_t k = 0; k < m->n_slots; k++)
+                        if (m->slots[k].nic && streq(m->slots[k].nic, d->address))
                                 planned++;
-                if (planned == 0)
-                        continue;
-                if (strv_pushf(&parts, "%s: %d of %d VFs planned", d->address, planned,
-                               d->total_vfs) < 0)
-                        goto out;
+                if (planned > 0)
+                        r = strv_pushf(&parts, "%s: %d of %d VFs planned", d->address, planned,
+                                       d->total_vfs);
         }
-        _cleanup_free_ char *j = strv_join(parts, ", ");
+        j = r >= 0 ? strv_join(parts, ", ") : NULL;
         if (j && asprintf(&s, "each of %zu slots has its own VF (%s)", m->n_slots, j) < 0)
                 s = NULL;
-out:
+        free(j);
         strv_free(parts);
         return s;
+}
+
+static int set_all_invariants(const Inventory *inv, SlotMap *m, char **bad[])
+{
+        _cleanup_free_ char *vf_ok = per_slot_vf_ok_detail(inv, m);
+        _cleanup_free_ char *nvme_ok = NULL, *numa_ok = NULL;
+        size_t drives = 0;
+        int r;
+
+        for (size_t i = 0; i < m->n_slots; i++)
+                if (m->slots[i].nvme)
+                        drives++;
+        if (asprintf(&nvme_ok, "%zu NVMe drive(s) planned, none in two slots", drives) < 0)
+                nvme_ok = NULL;
+        if (m->n_slots > 0 &&
+            asprintf(&numa_ok, "each of %zu slots keeps GPU, VF and NVMe on its home NUMA node",
+                     m->n_slots) < 0)
+                numa_ok = NULL;
+        if (m->n_slots == 0)
+                numa_ok = strdup("no slots (no GPU found)");
+        if (!vf_ok || !nvme_ok || !numa_ok)
+                return -ENOMEM;
+        r = set_invariant(&m->invariants[INVARIANT_PER_SLOT_VF], bad[INVARIANT_PER_SLOT_VF], vf_ok);
+        if (r >= 0)
+                r = set_invariant(&m->invariants[INVARIANT_NVME_OWNERSHIP],
+                                  bad[INVARIANT_NVME_OWNERSHIP], nvme_ok);
+        if (r >= 0)
+                r = set_invariant(&m->invariants[INVARIANT_NUMA_LOCALITY],
+                                  bad[INVARIANT_NUMA_LOCALITY], numa_ok);
+        if (r >= 0)
+                r = set_invariant(&m->iommu, bad[_INVARIANT_MAX],
+                                  "no IOMMU group is split across slots");
+        if (r < 0)
+                return r;
+
+        m->ok = m->n_slots > 0 && m->iommu.ok;
+        for (size_t k = 0; k < _INVARIANT_MAX; k++)
+                m->ok = m->ok && m->invariants[k].ok;
+        for (size_t i = 0; i < m->n_slots; i++)
+                m->ok = m->ok && m->slots[i].ok;
+        return 0;
 }
 
 int slot_map_validate(const Inventory *inv, SlotMap *m)
@@ -591,45 +631,8 @@ int slot_map_validate(const Inventory *inv, SlotMap *m)
                 r = check_numa_locality(inv, m, &bad[INVARIANT_NUMA_LOCALITY]);
         if (r >= 0)
                 r = check_iommu(inv, m, &bad[_INVARIANT_MAX]);
-        if (r < 0)
-                goto out;
-
-        _cleanup_free_ char *vf_ok = per_slot_vf_ok_detail(inv, m);
-        _cleanup_free_ char *nvme_ok = NULL, *numa_ok = NULL;
-        size_t drives = 0;
-        for (size_t i = 0; i < m->n_slots; i++)
-                if (m->slots[i].nvme)
-                        drives++;
-        if (asprintf(&nvme_ok, "%zu NVMe drive(s) planned, none in two slots", drives) < 0)
-                nvme_ok = NULL;
-        if (asprintf(&numa_ok,
-                     m->n_slots ? "each of %zu slots keeps GPU, VF and NVMe on its home NUMA node"
-                                : "no slots (%zu)",
-                     m->n_slots) < 0)
-                numa_ok = NULL;
-        if (!vf_ok || !nvme_ok || !numa_ok) {
-                r = -ENOMEM;
-                goto out;
-        }
-        r = set_invariant(&m->invariants[INVARIANT_PER_SLOT_VF], bad[INVARIANT_PER_SLOT_VF], vf_ok);
         if (r >= 0)
-                r = set_invariant(&m->invariants[INVARIANT_NVME_OWNERSHIP],
-                                  bad[INVARIANT_NVME_OWNERSHIP], nvme_ok);
-        if (r >= 0)
-                r = set_invariant(&m->invariants[INVARIANT_NUMA_LOCALITY],
-                                  bad[INVARIANT_NUMA_LOCALITY], numa_ok);
-        if (r >= 0)
-                r = set_invariant(&m->iommu, bad[_INVARIANT_MAX],
-                                  "no IOMMU group is split across slots");
-        if (r < 0)
-                goto out;
-
-        m->ok = m->n_slots > 0 && m->iommu.ok;
-        for (size_t k = 0; k < _INVARIANT_MAX; k++)
-                m->ok = m->ok && m->invariants[k].ok;
-        for (size_t i = 0; i < m->n_slots; i++)
-                m->ok = m->ok && m->slots[i].ok;
-out:
+                r = set_all_invariants(inv, m, bad);
         for (size_t k = 0; k <= _INVARIANT_MAX; k++)
                 strv_free(bad[k]);
         return r < 0 ? log_oom() : 0;
