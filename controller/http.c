@@ -290,7 +290,11 @@ int http_read_json(Request *r, const JsonField *fields, size_t n_fields, json_t 
         json_error_t jerr;
 
         const char *ct = http_header(r, "content-type");
-        if (ct && !startswith(ct, "application/json")) {
+        /* application/json, optionally with parameters; not a longer type name
+         * that merely starts the same (application/jsonx, application/json-seq). */
+        size_t jl = STRLEN("application/json");
+        if (ct && (strncasecmp(ct, "application/json", jl) != 0 ||
+                   (ct[jl] != '\0' && ct[jl] != ';' && ct[jl] != ' ' && ct[jl] != '\t'))) {
                 http_reply_error(r, ERR_UNSUPPORTED_MEDIA_TYPE, NULL,
                                  "request body must be application/json");
                 return -EBADMSG;

@@ -549,6 +549,8 @@ HttpResponse *http_send(const Controller *c, const HttpRequest *rq)
                          rq->http_version ? rq->http_version : (long)CURL_HTTP_VERSION_1_1);
         if (c->cainfo)
                 curl_easy_setopt(h, CURLOPT_CAINFO, c->cainfo);
+        if (rq->source_ip)
+                curl_easy_setopt(h, CURLOPT_INTERFACE, rq->source_ip);
 
         const char *method = rq->method ? rq->method : (rq->body ? "POST" : "GET");
         if (rq->body) {

@@ -112,6 +112,7 @@ typedef struct HttpRequest {
         const char *request_id;   /* X-Request-Id to send */
         const char *extra_header; /* one "Name: value" line */
         long http_version;        /* CURL_HTTP_VERSION_*; 0: 1.1 */
+        const char *source_ip;    /* local address to connect from (127.0.0.2...) */
 } HttpRequest;
 
 typedef struct HttpResponse {
