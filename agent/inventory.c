@@ -269,6 +269,13 @@ int inventory_finalize(Inventory *inv)
                     pci_classify(d->vendor, d->device, d->class_code, strv_length(d->parents) > 0);
         }
 
+        /* With a single NUMA node there is nowhere else to be: the kernel's
+         * -1 ("no affinity") on a one-node host (typical in VMs) means node 0. */
+        if (inv->n_numa_nodes == 1 && numa_node_has_cpus(&inv->numa_nodes[0]))
+                for (size_t i = 0; i < inv->n_devices; i++)
+                        if (inv->devices[i].numa_node < 0)
+                                inv->devices[i].numa_node = inv->numa_nodes[0].id;
+
         /* A PF learns its VFs from their physfn links when it has no virtfn list. */
         for (size_t i = 0; i < inv->n_devices; i++) {
                 Device *vf = &inv->devices[i];

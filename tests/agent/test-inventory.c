@@ -422,3 +422,28 @@ T(bad_input)
         (void)!system(cmd);
         rm_rf(tmpl);
 }
+
+/* A one-node host (a VM like the H200 test machine) reports numa_node -1 for
+ * every device; with one node there is nowhere else to be. */
+T(single_node_host_devices_are_on_node_0)
+{
+        char tmpl[] = "/tmp/gpuslice-one-XXXXXX", cmd[2048];
+        cr_assert(mkdtemp(tmpl));
+        snprintf(cmd, sizeof(cmd),
+                 "set -e; cd '%s'; d=sys/devices/pci0000:00/0000:00:06.0; mkdir -p $d"
+                 " sys/bus/pci/devices sys/devices/system/node/node0;"
+                 " echo 0-15 > sys/devices/system/node/node0/cpulist;"
+                 " echo 0x10de > $d/vendor; echo 0x2335 > $d/device; echo 0x030200 > $d/class;"
+                 " echo -1 > $d/numa_node;"
+                 " ln -s ../../../devices/pci0000:00/0000:00:06.0 sys/bus/pci/devices/0000:00:06.0",
+                 tmpl);
+        cr_assert_eq(system(cmd), 0);
+        _cleanup_(inventory_freep) Inventory *inv = load_sysfs(tmpl);
+        cr_expect_eq(dev(inv, "0000:00:06.0")->numa_node, 0);
+        cr_expect_eq(dev(inv, "0000:00:06.0")->kind, DEVICE_KIND_GPU);
+        _cleanup_(slot_map_freep) SlotMap *m = plan(inv);
+        cr_assert_eq(m->n_slots, 1);
+        cr_expect_eq(m->slots[0].numa_node, 0);
+        cr_expect(m->invariants[INVARIANT_NUMA_LOCALITY].ok);
+        rm_rf(tmpl);
+}
