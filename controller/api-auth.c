@@ -218,13 +218,13 @@ static void login_done(Server *s, Request *r, void *p)
                         http_reply_error(r, ERR_UNAVAILABLE, NULL, "cannot sign in now");
                         return;
                 }
+                /* A success clears the account's failures and gives the
+                 * address back the attempt api_auth_login charged. */
                 ratelimit_reset(s->login_account_rl, acct);
+                ratelimit_refund(s->login_address_rl, addr);
                 reply_new_session(r, &u, 200, "auth.login");
                 return;
         }
-        usec_t now = now_mono_usec();
-        (void)ratelimit_take(s->login_account_rl, acct, now, NULL);
-        (void)ratelimit_take(s->login_address_rl, addr, now, NULL);
         _cleanup_txn_ DbTxn txn = {0};
         if (db_begin(s->db, &txn) >= 0 &&
             audit_log(s->db, NULL, "auth.login_failed", "email", j->email, "invalid_credentials",
@@ -252,6 +252,11 @@ int api_auth_login(Request *r)
         if (!ratelimit_peek(s->login_address_rl, addr, now, &retry) ||
             !ratelimit_peek(s->login_account_rl, acct, now, &retry))
                 return reply_rate_limited(r, retry);
+        /* Charge the attempt now, on the loop, before the password is checked
+         * on the thread pool: otherwise any number of concurrent guesses pass
+         * the check above while the first ones are still hashing. */
+        (void)ratelimit_take(s->login_address_rl, addr, now, NULL);
+        (void)ratelimit_take(s->login_account_rl, acct, now, NULL);
 
         PasswordJob *j = calloc(1, sizeof(*j));
         if (!j)
@@ -299,6 +304,7 @@ int api_auth_refresh(Request *r)
                 break;
         case -EALREADY: {
                 _cleanup_txn_ DbTxn txn = {0};
+                session_cache_evict_session(s->session_cache, session_id);
                 if (db_begin(s->db, &txn) >= 0 &&
                     audit_log(s->db, user_id, "auth.refresh_token_reused", "session", session_id,
                               "refresh_token_reused",
@@ -341,6 +347,7 @@ int api_auth_logout(Request *r)
                 ret = db_commit(&txn);
         if (ret < 0)
                 return http_reply_error(r, ERR_UNAVAILABLE, NULL, "cannot sign out now");
+        session_cache_evict_session(s->session_cache, r->auth.session_id);
         return http_reply_empty(r, 204);
 }
 

@@ -101,12 +101,23 @@ int http_reply_json(Request *r, int status, json_t *body)
 {
         if (!body)
                 return http_reply_error(r, ERR_INTERNAL, NULL, "out of memory");
-        /* Build straight into the request's pool: no malloc per response. */
-        size_t need = json_dumpb(body, NULL, 0, JSON_COMPACT);
-        char *buf = need > 0 ? h2o_mem_alloc_pool(&r->req->pool, need) : NULL;
-        size_t len = need > 0 ? json_dumpb(body, buf, need, JSON_COMPACT) : 0;
+        /* Build straight into the request's pool: no malloc per response, and
+         * one serialisation for the common small body (a second only when it
+         * does not fit the first guess). */
+        char stack[1024], *buf = stack;
+        size_t cap = sizeof(stack);
+        size_t len = json_dumpb(body, stack, cap, JSON_COMPACT);
+        if (len <= cap) {
+                /* Small pool allocations come from the pool's chunk, not malloc. */
+                buf = h2o_mem_alloc_pool(&r->req->pool, len ? len : 1);
+                memcpy(buf, stack, len);
+        } else {
+                cap = len;
+                buf = h2o_mem_alloc_pool(&r->req->pool, cap);
+                len = json_dumpb(body, buf, cap, JSON_COMPACT);
+        }
         json_decref(body);
-        if (need == 0 || len != need) {
+        if (len == 0 || len > cap) {
                 r->responded = false;
                 static const char fallback[] =
                     "{\"error\":{\"code\":\"internal\",\"message\":\"cannot encode response\","

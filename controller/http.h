@@ -27,7 +27,8 @@ typedef struct Auth {
         bool authenticated;
         char user_id[ID_MAX];
         char session_id[ID_MAX];
-        unsigned roles; /* ROLE_* bits */
+        unsigned roles;      /* ROLE_* bits */
+        uint64_t expires_at; /* wall clock, usec: when the access token expires */
 } Auth;
 
 typedef struct Request {

@@ -191,6 +191,13 @@ bool ratelimit_take(RateLimiter *rl, const char *key, usec_t now, unsigned *retr
         return false;
 }
 
+void ratelimit_refund(RateLimiter *rl, const char *key)
+{
+        Bucket *b = find(rl, key, NULL);
+        if (b)
+                b->tokens = MIN(rl->capacity, b->tokens + 1.0);
+}
+
 void ratelimit_reset(RateLimiter *rl, const char *key)
 {
         Bucket *b = find(rl, key, NULL);

@@ -21,6 +21,9 @@ void ratelimiter_free(RateLimiter *rl);
 bool ratelimit_peek(RateLimiter *rl, const char *key, usec_t now_mono, unsigned *retry_after_s);
 /* Takes one token when there is one (true); never goes below zero. */
 bool ratelimit_take(RateLimiter *rl, const char *key, usec_t now_mono, unsigned *retry_after_s);
+/* Gives back one token taken earlier (an attempt charged up front that turned
+ * out fine); never above capacity, and nothing for an unknown key. */
+void ratelimit_refund(RateLimiter *rl, const char *key);
 /* Forgets a key (e.g. after a successful login). */
 void ratelimit_reset(RateLimiter *rl, const char *key);
 size_t ratelimit_size(const RateLimiter *rl);

@@ -3,6 +3,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <inttypes.h>
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <stdio.h>
@@ -89,9 +90,13 @@ static void set_request_id(Request *r)
                         return;
                 }
         }
-        memcpy(r->request_id, "req_", 4);
-        if (random_token(12, r->request_id + 4, sizeof(r->request_id) - 4) < 0)
-                snprintf(r->request_id, sizeof(r->request_id), "req_unknown");
+        /* A random per-process prefix and a counter: unique across restarts
+         * without a CSPRNG call (and its getpid()) on every request. */
+        static char prefix[16];
+        static uint64_t counter;
+        if (!prefix[0] && random_token(9, prefix, sizeof(prefix)) < 0)
+                snprintf(prefix, sizeof(prefix), "%08x", (unsigned)getpid());
+        snprintf(r->request_id, sizeof(r->request_id), "req_%s%08" PRIx64, prefix, ++counter);
 }
 
 static void set_client_addr(Request *r)
@@ -115,7 +120,16 @@ static int authenticate(Request *r)
         if (!token)
                 return http_reply_error(r, ERR_UNAUTHENTICATED, NULL,
                                         "sign in first: send Authorization: Bearer <access token>");
-        int ret = sessions_authenticate(r->server->db, token, &r->auth);
+        Server *s = r->server;
+        unsigned char hash[SESSION_TOKEN_HASH_SIZE];
+        usec_t now_mono = now_mono_usec();
+        sessions_token_hash(token, hash);
+        int ret = 0;
+        if (!session_cache_lookup(s->session_cache, hash, now_usec(), now_mono, &r->auth)) {
+                ret = sessions_authenticate(s->db, token, &r->auth);
+                if (ret == 0)
+                        session_cache_insert(s->session_cache, hash, &r->auth, now_mono);
+        }
         if (ret == -ENOENT || ret == -EKEYEXPIRED || ret == -EKEYREVOKED) {
                 const char *why = ret == -EKEYEXPIRED   ? "expired"
                                   : ret == -EKEYREVOKED ? "revoked"
@@ -345,6 +359,8 @@ int server_run(Config *config)
         r = ratelimiter_new(per_account, per_account / window, 100000, &s.login_account_rl);
         if (r >= 0)
                 r = ratelimiter_new(per_address, per_address / window, 100000, &s.login_address_rl);
+        if (r >= 0)
+                r = session_cache_new(&s.session_cache);
         if (r < 0) {
                 db_close(s.db);
                 return log_oom();
@@ -447,6 +463,7 @@ finish:
          * demand, and every request that was answered is already complete. */
         ratelimiter_free(s.login_account_rl);
         ratelimiter_free(s.login_address_rl);
+        session_cache_free(s.session_cache);
         free(s.public_url);
         db_close(s.db);
         log_info("stopped");

@@ -12,6 +12,7 @@
 #include "config.h"
 #include "db.h"
 #include "ratelimit.h"
+#include "session-cache.h"
 #include "sessions.h"
 
 typedef struct Request Request;
@@ -24,6 +25,7 @@ typedef struct Server {
         unsigned scrypt_log_n;
         RateLimiter *login_account_rl;
         RateLimiter *login_address_rl;
+        SessionCache *session_cache;
         char *public_url;
         usec_t started_at;
         bool shutting_down;

@@ -12,7 +12,7 @@
 #include "log.h"
 #include "timeutil.h"
 
-static void token_hash(const char *token, unsigned char out[SHA256_DIGEST_LENGTH])
+void sessions_token_hash(const char *token, unsigned char out[SHA256_DIGEST_LENGTH])
 {
         SHA256((const unsigned char *)token, strlen(token), out);
 }
@@ -28,7 +28,7 @@ static int insert_token(Db *db, const char *sql, const char *token, const char *
                         usec_t expires_at)
 {
         unsigned char h[SHA256_DIGEST_LENGTH];
-        token_hash(token, h);
+        sessions_token_hash(token, h);
         _cleanup_(db_stmt_resetp) sqlite3_stmt *s = db_stmt(db, sql);
         if (!s)
                 return -EIO;
@@ -95,7 +95,7 @@ int sessions_authenticate(Db *db, const char *access_token, Auth *ret)
 
         if (!startswith(access_token, ACCESS_TOKEN_PREFIX))
                 return -ENOENT;
-        token_hash(access_token, h);
+        sessions_token_hash(access_token, h);
         _cleanup_(db_stmt_resetp) sqlite3_stmt *s =
             db_stmt(db, "SELECT a.expires_at, s.id, s.revoked_at, s.expires_at, u.id, u.roles "
                         "FROM access_tokens a JOIN sessions s ON s.id = a.session_id "
@@ -113,7 +113,9 @@ int sessions_authenticate(Db *db, const char *access_token, Auth *ret)
                 return -EKEYEXPIRED;
         if (sqlite3_column_type(s, 2) != SQLITE_NULL || (usec_t)sqlite3_column_int64(s, 3) <= now)
                 return -EKEYREVOKED;
-        *ret = (Auth){.authenticated = true, .roles = (unsigned)sqlite3_column_int(s, 5)};
+        *ret = (Auth){.authenticated = true,
+                      .roles = (unsigned)sqlite3_column_int(s, 5),
+                      .expires_at = (usec_t)sqlite3_column_int64(s, 0)};
         snprintf(ret->session_id, sizeof(ret->session_id), "%s", db_column_text(s, 1));
         snprintf(ret->user_id, sizeof(ret->user_id), "%s", db_column_text(s, 4));
         return 0;
@@ -176,7 +178,7 @@ int sessions_refresh(Db *db, const SessionPolicy *p, const char *refresh_token,
 
         if (!startswith(refresh_token, REFRESH_TOKEN_PREFIX))
                 return -ENOENT;
-        token_hash(refresh_token, h);
+        sessions_token_hash(refresh_token, h);
         r = db_begin(db, &txn);
         if (r < 0)
                 return r;

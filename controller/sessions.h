@@ -33,6 +33,9 @@ typedef struct TokenPair {
 int sessions_create(Db *db, const SessionPolicy *p, const char *user_id, const char *client_addr,
                     char session_id[static ID_MAX], TokenPair *ret);
 
+/* SHA-256 of a token, the form it is stored and looked up in. */
+void sessions_token_hash(const char *token, unsigned char out[32]);
+
 /* Resolves an access token: 0 and *ret filled, -ENOENT unknown, -EKEYEXPIRED
  * expired, -EKEYREVOKED when its session was revoked or ended. */
 int sessions_authenticate(Db *db, const char *access_token, Auth *ret);

@@ -67,7 +67,7 @@ run_wrk() { # name url [wrk args...]
                 script=$2
                 shift 2
         fi
-        BENCH_DIR=$root/bench/api wrk -t2 -c"$conns" -d"${duration}s" --latency -s "$script" "$@" "$target" \
+        BENCH_DIR=$root/bench/api wrk --timeout 10s -t2 -c"$conns" -d"${duration}s" --latency -s "$script" "$@" "$target" \
                 | grep '^RESULT' | sed "s/^RESULT/$name/"
 }
 
