@@ -155,3 +155,26 @@ Test(ratelimit, tombstones_do_not_exhaust_the_table)
         cr_assert_eq(ratelimit_size(rl), 0);
         ratelimiter_free(rl);
 }
+
+Test(ratelimit, refund_gives_one_token_back_up_to_capacity)
+{
+        RateLimiter *rl = NULL;
+        cr_assert_eq(ratelimiter_new(2, 1e-6, 10, &rl), 0);
+        cr_assert(ratelimit_take(rl, "k", T0, NULL));
+        cr_assert(ratelimit_take(rl, "k", T0, NULL));
+        cr_assert_not(ratelimit_peek(rl, "k", T0, NULL));
+        ratelimit_refund(rl, "k");
+        cr_assert(ratelimit_take(rl, "k", T0, NULL), "the refunded token is usable");
+        cr_assert_not(ratelimit_peek(rl, "k", T0, NULL));
+        /* refunds never lift a bucket above capacity */
+        for (int i = 0; i < 10; i++)
+                ratelimit_refund(rl, "k");
+        cr_assert(ratelimit_take(rl, "k", T0, NULL));
+        cr_assert(ratelimit_take(rl, "k", T0, NULL));
+        cr_assert_not(ratelimit_take(rl, "k", T0, NULL));
+        /* an unknown key is not created by a refund */
+        size_t n = ratelimit_size(rl);
+        ratelimit_refund(rl, "unknown");
+        cr_assert_eq(ratelimit_size(rl), n);
+        ratelimiter_free(rl);
+}

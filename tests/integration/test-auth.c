@@ -18,6 +18,13 @@
 
 TestSuite(auth, .timeout = 120);
 
+static size_t discard_body(char *p, size_t size, size_t n, void *u)
+{
+        (void)p;
+        (void)u;
+        return size * n;
+}
+
 static Controller *started(void)
 {
         Controller *c = ctl_new();
@@ -466,9 +473,17 @@ Test(auth, expired_tokens_are_401)
         }
         assert_counts_equal(before, db_counts(c));
 
-        /* a session past its end is over for every token */
+        /* A session past its end is over for every token. (A token already
+         * resolved may be served from the controller's short-lived cache, which
+         * cannot see this out-of-process edit: use a fresh sign-in.) */
+        Tokens m;
+        cr_assert_eq(api_login(c, "exp@example.com", "password1", &m), 200);
         db_exec_rw(c, "UPDATE sessions SET expires_at = 1");
-        cr_assert_eq(me_status(c, n.access), 401);
+        {
+                _cleanup_resp_ HttpResponse *r = api_get(c, ME, m.access);
+                assert_error(r, 401, "unauthenticated");
+                cr_assert_str_eq(strempty(jstr(r, "error.details.token")), "revoked");
+        }
         ctl_stop_clean(c);
 }
 
@@ -526,5 +541,60 @@ Test(auth, missing_or_malformed_credentials_are_401)
         HttpRequest rq = {.path = ME, .extra_header = lower};
         _cleanup_resp_ HttpResponse *r = http_send(c, &rq);
         cr_assert_eq(r->status, 200, "%s", r->body);
+        ctl_stop_clean(c);
+}
+
+/* Many wrong guesses in parallel: each must be counted before its password is
+ * checked, or a client can make as many guesses as it has connections while
+ * the first ones are still hashing. */
+Test(auth, concurrent_guesses_do_not_outrun_the_limit)
+{
+        _cleanup_ctl_ Controller *c = ctl_new();
+        ctl_args(c, "--login-failures-per-account", "3", "--login-failures-per-address", "1000",
+                 "--login-failure-window-s", "3600", "--password-scrypt-log-n", "14", NULL);
+        ctl_start_or_fail(c);
+        cr_assert_eq(api_signup(c, "target@example.com", "right-password", "T", NULL), 201);
+
+        enum { N = 24 };
+        CURLM *multi = curl_multi_init();
+        CURL *easy[N];
+        struct curl_slist *hdrs = curl_slist_append(NULL, "Content-Type: application/json");
+        char url[300];
+        snprintf(url, sizeof(url), "%s" LOGIN, c->url);
+        static const char body[] = "{\"email\":\"target@example.com\",\"password\":\"guess\"}";
+        for (int i = 0; i < N; i++) {
+                easy[i] = curl_easy_init();
+                curl_easy_setopt(easy[i], CURLOPT_URL, url);
+                curl_easy_setopt(easy[i], CURLOPT_POSTFIELDS, body);
+                curl_easy_setopt(easy[i], CURLOPT_HTTPHEADER, hdrs);
+                curl_easy_setopt(easy[i], CURLOPT_TIMEOUT_MS, 60000L);
+                curl_easy_setopt(easy[i], CURLOPT_NOSIGNAL, 1L);
+                curl_easy_setopt(easy[i], CURLOPT_WRITEFUNCTION, discard_body);
+                curl_multi_add_handle(multi, easy[i]);
+        }
+        int running = N;
+        long long deadline = mono_ms() + 60000;
+        while (running > 0 && mono_ms() < deadline) {
+                curl_multi_perform(multi, &running);
+                if (running > 0)
+                        curl_multi_poll(multi, NULL, 0, 100, NULL);
+        }
+        cr_assert_eq(running, 0);
+        int n401 = 0, n429 = 0;
+        for (int i = 0; i < N; i++) {
+                long status = 0;
+                curl_easy_getinfo(easy[i], CURLINFO_RESPONSE_CODE, &status);
+                n401 += status == 401;
+                n429 += status == 429;
+                curl_multi_remove_handle(multi, easy[i]);
+                curl_easy_cleanup(easy[i]);
+        }
+        curl_multi_cleanup(multi);
+        curl_slist_free_all(hdrs);
+        cr_assert_eq(n401 + n429, N, "%d 401, %d 429", n401, n429);
+        cr_assert_leq(n401, 3, "%d passwords were checked with an allowance of 3", n401);
+        cr_assert_eq(db_scalar(c, "SELECT COUNT(*) FROM audit_logs WHERE "
+                                  "action='auth.login_failed'"),
+                     n401);
         ctl_stop_clean(c);
 }
