@@ -85,21 +85,22 @@ static const char *source_name(ConfigSource s)
         return "?";
 }
 
-static int validate(const ConfigKey *k, const char *value, ConfigSource src, char **err)
+/* where: what the error message starts with ("environment", "config file f:3"). */
+static int validate(const ConfigKey *k, const char *value, const char *where, char **err)
 {
         if (k->type == CONFIG_BOOL) {
                 bool b;
                 if (parse_bool(value, &b) < 0)
-                        return fail(err, -EINVAL, "%s: %s expects true or false, got \"%s\"",
-                                    source_name(src), k->key, value);
+                        return fail(err, -EINVAL, "%s: %s expects true or false, got \"%s\"", where,
+                                    k->key, value);
         } else if (k->type == CONFIG_INT) {
                 long long x;
                 if (parse_int(value, &x) < 0)
-                        return fail(err, -EINVAL, "%s: %s expects an integer, got \"%s\"",
-                                    source_name(src), k->key, value);
+                        return fail(err, -EINVAL, "%s: %s expects an integer, got \"%s\"", where,
+                                    k->key, value);
                 if ((k->min != 0 || k->max != 0) && (x < k->min || x > k->max))
                         return fail(err, -ERANGE, "%s: %s must be between %lld and %lld, got %lld",
-                                    source_name(src), k->key, k->min, k->max, x);
+                                    where, k->key, k->min, k->max, x);
         }
         return 0;
 }
@@ -151,7 +152,7 @@ void config_free(Config *c)
 
 static int set_index(Config *c, size_t i, const char *value, ConfigSource src, char **err)
 {
-        int r = validate(&c->schema[i], value, src, err);
+        int r = validate(&c->schema[i], value, source_name(src), err);
         if (r < 0)
                 return r;
         char *v = strdup(value);
@@ -225,13 +226,15 @@ int config_load_file(Config *c, const char *path, char **err)
                                  lineno, key);
                         break;
                 }
-                r = validate(&c->schema[i], value, CONFIG_SOURCE_FILE, err);
-                if (r < 0) {
-                        _cleanup_free_ char *inner = err ? TAKE_PTR(*err) : NULL;
-                        r = fail(err, r, "config file %s:%u: %s", path, lineno,
-                                 inner ? inner : "invalid value");
+                _cleanup_free_ char *where = NULL;
+                if (asprintf(&where, "config file %s:%u", path, lineno) < 0) {
+                        where = NULL;
+                        r = fail(err, -ENOMEM, "out of memory");
                         break;
                 }
+                r = validate(&c->schema[i], value, where, err);
+                if (r < 0)
+                        break;
                 free(pending[i]);
                 pending[i] = strdup(value);
                 if (!pending[i]) {
@@ -253,11 +256,16 @@ int config_load_file(Config *c, const char *path, char **err)
         return r;
 }
 
+/* Like the file, the environment is applied all or nothing: every variable
+ * is checked before any value changes. */
 int config_load_env(Config *c, char *const *envp, char **err)
 {
         size_t pl = strlen(c->env_prefix);
         if (!envp)
                 return 0;
+        _cleanup_free_ const char **pending = calloc(c->n_keys, sizeof(char *));
+        if (!pending)
+                return fail(err, -ENOMEM, "out of memory");
         for (char *const *e = envp; *e; e++) {
                 if (strncmp(*e, c->env_prefix, pl) != 0)
                         continue;
@@ -280,7 +288,15 @@ int config_load_env(Config *c, char *const *envp, char **err)
                         return fail(err, -ENOENT,
                                     "environment: unknown variable %.*s (no key \"%s\")",
                                     (int)(eq - *e), *e, key);
-                int r = set_index(c, (size_t)i, eq + 1, CONFIG_SOURCE_ENV, err);
+                int r = validate(&c->schema[i], eq + 1, source_name(CONFIG_SOURCE_ENV), err);
+                if (r < 0)
+                        return r;
+                pending[i] = eq + 1;
+        }
+        for (size_t i = 0; i < c->n_keys; i++) {
+                if (!pending[i])
+                        continue;
+                int r = set_index(c, i, pending[i], CONFIG_SOURCE_ENV, err);
                 if (r < 0)
                         return r;
         }
@@ -299,8 +315,8 @@ static ssize_t find_flag(const Config *c, const char *name, size_t len)
         return find_key(c, key, len);
 }
 
-int config_load_all(Config *c, int argc, char **argv, int start, char *const *envp,
-                    int *ret_next, char **err)
+int config_load_all(Config *c, int argc, char **argv, int start, char *const *envp, int *ret_next,
+                    char **err)
 {
         const char *config_path = NULL;
         int i = start;

@@ -40,19 +40,20 @@ int config_new(const ConfigKey *schema, size_t n_keys, const char *env_prefix,
 void config_free(Config *c);
 
 /* Each returns 0 or -errno; on error *err (if given) holds a malloc'ed sentence
- * that names the key, file and line. */
+ * that names the key, file and line. A failed config_load_file() or
+ * config_load_env() changes no value. */
 int config_set(Config *c, const char *key, const char *value, ConfigSource src, char **err);
 int config_load_file(Config *c, const char *path, char **err);
 int config_load_env(Config *c, char *const *envp, char **err);
 
 /* Parses argv[start..]: "--config FILE", "--key value", "--key=value" and bare
- * "--bool-key". Stops at the first positional argument or "--"; *ret_next is
- * the index of the first argument it did not consume. Loads the file named by
- * --config (or config_file_default when given and none was named), then envp,
- * then the flags, so the precedence rule above holds whatever the order on the
- * command line. */
-int config_load_all(Config *c, int argc, char **argv, int start, char *const *envp,
-                    int *ret_next, char **err);
+ * "--bool-key". Stops at the first positional argument or after "--"; *ret_next
+ * is the index of the first argument it did not consume. Rejects unknown flags
+ * before loading anything, then loads the file named by --config (none without
+ * it), then envp, then the flags, so the precedence rule above holds whatever
+ * the order on the command line. */
+int config_load_all(Config *c, int argc, char **argv, int start, char *const *envp, int *ret_next,
+                    char **err);
 
 const char *config_get(const Config *c, const char *key);
 long long config_get_int(const Config *c, const char *key);

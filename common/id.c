@@ -42,11 +42,23 @@ int random_token(size_t nbytes, char *out, size_t outsize)
         return r < 0 ? r : 0;
 }
 
-int id_new(const char *prefix, char buf[static ID_MAX])
+/* Prefixes are short lower-case words, so the '_' after one is unambiguous. */
+static bool prefix_ok(const char *prefix)
 {
         size_t pl = strlen(prefix);
         if (pl == 0 || pl > ID_PREFIX_MAX)
+                return false;
+        for (const char *c = prefix; *c; c++)
+                if (!((*c >= 'a' && *c <= 'z') || (*c >= '0' && *c <= '9')))
+                        return false;
+        return true;
+}
+
+int id_new(const char *prefix, char buf[static ID_MAX])
+{
+        if (!prefix_ok(prefix))
                 return -EINVAL;
+        size_t pl = strlen(prefix);
         memcpy(buf, prefix, pl);
         buf[pl] = '_';
         /* 16 bytes -> 22 characters. */
@@ -55,8 +67,10 @@ int id_new(const char *prefix, char buf[static ID_MAX])
 
 bool id_valid(const char *prefix, const char *s)
 {
+        if (!s || !prefix_ok(prefix))
+                return false;
         size_t pl = strlen(prefix);
-        if (!s || strncmp(s, prefix, pl) != 0 || s[pl] != '_')
+        if (strncmp(s, prefix, pl) != 0 || s[pl] != '_')
                 return false;
         const char *r = s + pl + 1;
         if (strlen(r) != ID_RANDOM_CHARS)

@@ -10,10 +10,10 @@ static LogLevel max_level = LOG_LEVEL_INFO;
 static const char *component = NULL;
 
 static const char *const level_names[] = {
-        [LOG_LEVEL_ERROR] = "error",
-        [LOG_LEVEL_WARNING] = "warning",
-        [LOG_LEVEL_INFO] = "info",
-        [LOG_LEVEL_DEBUG] = "debug",
+    [LOG_LEVEL_ERROR] = "error",
+    [LOG_LEVEL_WARNING] = "warning",
+    [LOG_LEVEL_INFO] = "info",
+    [LOG_LEVEL_DEBUG] = "debug",
 };
 
 void log_set_level(LogLevel level)
@@ -63,12 +63,30 @@ static void put_quoted(FILE *f, const char *s, size_t n)
         fputc('"', f);
 }
 
+/* Writes the fields part as it is, except control bytes: a value with a
+ * newline must not start a forged log line. */
+static void put_fields(FILE *f, const char *s)
+{
+        for (; *s; s++) {
+                unsigned char c = (unsigned char)*s;
+                if (c == '\n')
+                        fputs("\\n", f);
+                else if (c < 0x20 || c == 0x7f)
+                        fprintf(f, "\\x%02x", c);
+                else
+                        fputc(c, f);
+        }
+}
+
 int log_internal(LogLevel level, int error, const char *file, int line, const char *fmt, ...)
 {
         int saved_errno = errno;
         char text[4096];
         char ts[RFC3339_MAX];
         va_list ap;
+
+        if ((unsigned)level >= ELEMENTSOF(level_names))
+                level = LOG_LEVEL_ERROR;
 
         /* %m refers to the error we were given, not whatever errno holds now. */
         errno = abs(error);
@@ -78,8 +96,26 @@ int log_internal(LogLevel level, int error, const char *file, int line, const ch
 
         format_rfc3339_ms(now_usec(), ts, sizeof(ts));
 
-        const char *bar = strstr(text, " | ");
-        size_t msg_len = bar ? (size_t)(bar - text) : strlen(text);
+        /* The message ends where the format string has " | ", not where the
+         * formatted text first does: an argument containing " | " stays in the
+         * message instead of turning into fields. Formatting the part of fmt
+         * before the bar on its own gives the message's length. */
+        size_t msg_len = strlen(text);
+        const char *bar = NULL;
+        const char *fmt_bar = strstr(fmt, " | ");
+        if (fmt_bar) {
+                _cleanup_free_ char *msg_fmt = strndup(fmt, (size_t)(fmt_bar - fmt));
+                if (msg_fmt) {
+                        errno = abs(error);
+                        va_start(ap, fmt);
+                        int n = vsnprintf(NULL, 0, msg_fmt, ap);
+                        va_end(ap);
+                        if (n >= 0 && (size_t)n < msg_len && strncmp(text + n, " | ", 3) == 0) {
+                                msg_len = (size_t)n;
+                                bar = text + n;
+                        }
+                }
+        }
 
         /* One fputs-free line built in a buffer so concurrent writers do not interleave. */
         char *buf = NULL;
@@ -94,8 +130,10 @@ int log_internal(LogLevel level, int error, const char *file, int line, const ch
                 fprintf(f, " component=%s", component);
         fputs(" msg=", f);
         put_quoted(f, text, msg_len);
-        if (bar)
-                fprintf(f, " %s", bar + 3);
+        if (bar) {
+                fputc(' ', f);
+                put_fields(f, bar + 3);
+        }
         if (error != 0) {
                 fputs(" error=", f);
                 const char *e = strerror(abs(error));

@@ -5,7 +5,9 @@
  *   2026-11-27T14:40:00.123Z level=info component=controller msg="listening" addr=127.0.0.1:8080
  * Callers pass the message and then key=value fields in the format string,
  * separated by " | ": log_info("listening | addr=%s", addr). The part before
- * the bar becomes msg="...", the rest is appended as fields. */
+ * the bar becomes msg="...", the rest is appended as fields (control bytes
+ * escaped). Only a bar in the format string splits: one inside an argument
+ * stays in the message. */
 
 #include <stdarg.h>
 
@@ -26,7 +28,7 @@ void log_set_component(const char *component);
 /* Returns -abs(error) (or 0 when error is 0) so callers can
  * `return log_error_errno(r, "...");`. %m in fmt prints strerror(error). */
 int log_internal(LogLevel level, int error, const char *file, int line, const char *fmt, ...)
-        _printf_(5, 6);
+    _printf_(5, 6);
 
 #define log_full_errno(level, error, ...)                                                          \
         ({                                                                                         \

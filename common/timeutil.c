@@ -3,6 +3,7 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -75,6 +76,17 @@ static int expect(const char **p, char c)
         return 0;
 }
 
+static bool is_leap_year(int y)
+{
+        return (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+}
+
+static int days_in_month(int y, int mo)
+{
+        static const int days[12] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+        return mo == 2 && is_leap_year(y) ? 29 : days[mo - 1];
+}
+
 int parse_rfc3339(const char *s, usec_t *ret)
 {
         struct tm tm = {0};
@@ -118,7 +130,9 @@ int parse_rfc3339(const char *s, usec_t *ret)
                 return -EINVAL;
         if (*p != '\0')
                 return -EINVAL;
-        if (mo < 1 || mo > 12 || d < 1 || d > 31 || h > 23 || mi > 59 || se > 60 || y < 1970)
+        /* Checked here rather than after timegm(), which would quietly turn
+         * 31 February into 3 March. */
+        if (mo < 1 || mo > 12 || d < 1 || d > days_in_month(y, mo) || h > 23 || mi > 59 || se > 60)
                 return -EINVAL;
 
         tm.tm_year = y - 1900;
@@ -127,15 +141,17 @@ int parse_rfc3339(const char *s, usec_t *ret)
         tm.tm_hour = h;
         tm.tm_min = mi;
         tm.tm_sec = se;
+        /* -1 is also 1969-12-31T23:59:59: only errno tells failure apart. */
+        errno = 0;
         time_t t = timegm(&tm);
-        if (t == (time_t)-1)
-                return -EINVAL;
-        /* timegm normalises 31 February into March: reject such dates. */
-        struct tm check;
-        gmtime_r(&t, &check);
-        if (check.tm_mday != d && se != 60)
+        if (t == (time_t)-1 && errno != 0)
                 return -EINVAL;
         t -= off;
+        /* A leap second exists only as 23:59:60 UTC (whatever the offset makes
+         * of it locally); timegm() has carried it into the next day's first
+         * second, which is what we return for it. */
+        if (se == 60 && t % 86400 != 0)
+                return -EINVAL;
         if (t < 0)
                 return -ERANGE;
         *ret = (usec_t)t * USEC_PER_SEC + (usec_t)frac_us;

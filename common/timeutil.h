@@ -19,5 +19,8 @@ usec_t now_mono_usec(void);
 int format_rfc3339(usec_t t, char *buf, size_t size);
 /* 2026-11-27T14:40:00.123Z, for logs. */
 int format_rfc3339_ms(usec_t t, char *buf, size_t size);
-/* Accepts RFC 3339 with 'Z' or a numeric offset and optional fraction. */
+/* Accepts RFC 3339 with 'Z' or a numeric offset and an optional fraction
+ * (digits past microseconds are dropped). Dates that do not exist
+ * (2026-02-31) are -EINVAL; a leap second, 23:59:60 UTC, reads as the second
+ * after it; a time before the epoch is -ERANGE. */
 int parse_rfc3339(const char *s, usec_t *ret);
