@@ -15,3 +15,7 @@ int api_auth_login(Request *r);
 int api_auth_refresh(Request *r);
 int api_auth_logout(Request *r);
 int api_me(Request *r);
+
+/* api-oidc.c */
+int api_oidc_authorize(Request *r);
+int api_oidc_exchange(Request *r);

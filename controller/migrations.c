@@ -54,6 +54,32 @@ const Migration db_migrations[] = {
                ") STRICT;"
                "CREATE INDEX audit_logs_action ON audit_logs(action, seq);",
     },
+    {
+        .version = 2,
+        .name = "oidc_states_user_identities",
+        .sql = "CREATE TABLE oidc_states ("
+               "  state_hash BLOB PRIMARY KEY,"  /* SHA-256 of the state */
+               "  binder_hash BLOB NOT NULL,"    /* SHA-256 of the browser cookie */
+               "  provider TEXT NOT NULL,"
+               "  nonce TEXT NOT NULL,"
+               "  code_verifier TEXT NOT NULL,"
+               "  redirect_uri TEXT NOT NULL,"
+               "  created_at INTEGER NOT NULL,"
+               "  expires_at INTEGER NOT NULL,"
+               "  used_at INTEGER"
+               ") STRICT, WITHOUT ROWID;"
+               "CREATE INDEX oidc_states_expires ON oidc_states(expires_at);"
+               "CREATE TABLE user_identities ("
+               "  issuer TEXT NOT NULL,"
+               "  subject TEXT NOT NULL,"
+               "  user_id TEXT NOT NULL REFERENCES users(id),"
+               "  email TEXT,"
+               "  created_at INTEGER NOT NULL,"
+               "  last_login_at INTEGER,"
+               "  PRIMARY KEY (issuer, subject)"
+               ") STRICT, WITHOUT ROWID;"
+               "CREATE INDEX user_identities_user ON user_identities(user_id);",
+    },
 };
 
 const size_t db_n_migrations = sizeof(db_migrations) / sizeof(db_migrations[0]);

@@ -20,6 +20,10 @@ const Route routes[] = {
      "Sign in with email and password"},
     {"POST", "/api/v1/auth/token/refresh", api_auth_refresh, PUBLIC,
      "Rotate a refresh token for a new token pair"},
+    {"GET", "/api/v1/auth/oidc/authorize", api_oidc_authorize, PUBLIC,
+     "Start single sign-on: 302 to the OpenID Connect provider"},
+    {"POST", "/api/v1/auth/oidc/exchange", api_oidc_exchange, PUBLIC,
+     "Finish single sign-on: redeem the provider's code for a session"},
     {"POST", "/api/v1/auth/logout", api_auth_logout, SIGNED_IN, "Revoke the current session"},
     {"GET", "/api/v1/me", api_me, SIGNED_IN, "The signed-in user, roles and balance"},
 };

@@ -20,6 +20,7 @@
 #include "async.h"
 #include "http.h"
 #include "log.h"
+#include "oidc-provider.h"
 #include "routes.h"
 
 typedef struct ServerInternal {
@@ -365,6 +366,13 @@ int server_run(Config *config)
                 db_close(s.db);
                 return log_oom();
         }
+        r = oidc_providers_new(config, &s.oidc);
+        if (r < 0) {
+                ratelimiter_free(s.login_account_rl);
+                ratelimiter_free(s.login_address_rl);
+                db_close(s.db);
+                return r;
+        }
         internal.max_body_bytes = (size_t)config_get_int(config, "max_body_bytes");
 
         uv_loop_init(&loop);
@@ -465,6 +473,7 @@ finish:
         ratelimiter_free(s.login_address_rl);
         session_cache_free(s.session_cache);
         free(s.public_url);
+        oidc_providers_free(s.oidc);
         db_close(s.db);
         log_info("stopped");
         return r;

@@ -27,6 +27,7 @@ typedef struct Server {
         RateLimiter *login_address_rl;
         SessionCache *session_cache;
         char *public_url;
+        struct OidcProviders *oidc; /* single sign-on providers and their caches */
         usec_t started_at;
         bool shutting_down;
         size_t inflight_requests;
