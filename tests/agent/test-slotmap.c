@@ -296,3 +296,37 @@ T(slot_ids_are_stable)
         }
         cr_expect_not_null(slot_map_find(ma, ma->slots[0].id));
 }
+
+/* The lent H200 machine (captured by scripts/snapshot-sysfs.sh, SOURCES in
+ * gpuslice-device/): a VM with one H200 passed through at 00:06.0, one
+ * virtio-net NIC without SR-IOV, virtio-blk disks (not NVMe), one NUMA node
+ * and numa_node = -1 everywhere. One slot, homed on node 0, that cannot get
+ * its own VF and has no NVMe. */
+T(h200_vm_one_gpu_slot_without_a_vf)
+{
+        _cleanup_free_ char *root = NULL;
+        _cleanup_free_ char *tmp =
+            unpack_fixture("gpuslice-device/h200-vm.sysfs.tar.gz", "root", &root);
+        _cleanup_(inventory_freep) Inventory *inv = load_sysfs(root);
+        _cleanup_(slot_map_freep) SlotMap *m = plan(inv);
+
+        cr_expect_eq(inv->n_numa_nodes, 1);
+        cr_expect_eq(inventory_count(inv, DEVICE_KIND_GPU, true), 1);
+        cr_expect_eq(inventory_count(inv, DEVICE_KIND_NIC, true), 1);
+        cr_expect_eq(inventory_count(inv, DEVICE_KIND_NVME, true), 0);
+        cr_expect_eq(count_id(inv, 0x10de, 0x2335, false), 1);
+        const Device *nic = dev(inv, "0000:00:03.0");
+        cr_assert_not_null(nic);
+        cr_expect_eq(nic->kind, DEVICE_KIND_NIC);
+        cr_expect_eq(nic->vendor, 0x1af4);
+
+        cr_assert_eq(m->n_slots, 1);
+        const Slot *s = &m->slots[0];
+        cr_expect_str_eq(s->gpus[0], "0000:00:06.0");
+        cr_expect_null(s->nvme);
+        cr_expect_eq(s->numa_node, 0);
+        cr_expect_not(s->invariant_ok[INVARIANT_PER_SLOT_VF], "virtio-net has no VFs to give");
+        cr_expect_not(s->ok);
+        cr_expect_not(m->invariants[INVARIANT_PER_SLOT_VF].ok);
+        rm_rf(tmp);
+}
