@@ -5,6 +5,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <openssl/crypto.h>
+
 #include "audit.h"
 #include "db.h"
 #include "log.h"
@@ -209,6 +211,10 @@ static int verb_routes(void)
 int main(int argc, char **argv)
 {
         log_set_component("controller");
+        /* No OpenSSL teardown at exit: when the shutdown deadline passes with a
+         * password still hashing on the thread pool, exit() would free
+         * OpenSSL's locks under that thread and crash the process. */
+        OPENSSL_init_crypto(OPENSSL_INIT_NO_ATEXIT, NULL);
         if (argc >= 2 &&
             (streq(argv[1], "--help") || streq(argv[1], "-h") || streq(argv[1], "help"))) {
                 Config *c = NULL;

@@ -109,6 +109,39 @@ Test(lifecycle, sigterm_lets_an_in_flight_signup_finish)
         cr_assert(!wal_content || wal_content[0] == '\0', "WAL not checkpointed at close");
 }
 
+/* A second signal (or the shutdown deadline) stops the loop while a password
+ * is still hashing on the thread pool. The process must still exit cleanly:
+ * nothing at exit may pull shared state (OpenSSL's) from under that thread. */
+Test(lifecycle, second_signal_with_a_hash_in_flight_exits_cleanly)
+{
+        _cleanup_ctl_ Controller *c = ctl_new();
+        ctl_args(c, "--password-scrypt-log-n", "18", NULL);
+        ctl_start_or_fail(c);
+
+        const char *body =
+            "{\"email\":\"cut@example.com\",\"password\":\"password1\",\"name\":\"Cut\"}";
+        char req[512];
+        snprintf(req, sizeof(req),
+                 "POST /api/v1/auth/personal/signup HTTP/1.1\r\nHost: test\r\n"
+                 "Content-Type: application/json\r\nContent-Length: %zu\r\n\r\n%s",
+                 strlen(body), body);
+        int fd = tcp_connect(c);
+        cr_assert_geq(fd, 0);
+        send_all(fd, req);
+        _cleanup_resp_ HttpResponse *h = api_get(c, "/api/v1/health", NULL); /* barrier */
+        cr_assert_eq(h->status, 200);
+
+        cr_assert_eq(kill(c->pid, SIGTERM), 0);
+        cr_assert(wait_for_log(c, "in_flight=1", 30000), "the signup was not in flight");
+        cr_assert_eq(kill(c->pid, SIGTERM), 0);
+        int status = ctl_wait_exit(c, 120000);
+        _cleanup_free_ char *err = ctl_stderr(c);
+        cr_assert(strstr(err, "second signal"), "%s", err);
+        cr_assert(status >= 0 && WIFEXITED(status) && WEXITSTATUS(status) == 0,
+                  "exit status %d; stderr:\n%s", status, err);
+        close(fd);
+}
+
 Test(lifecycle, sigint_is_graceful_too)
 {
         _cleanup_ctl_ Controller *c = ctl_new();
