@@ -23,6 +23,10 @@ import { parseArgs } from 'node:util';
 import { SignJWT, importJWK, decodeJwt, decodeProtectedHeader } from 'jose';
 import Provider from 'oidc-provider';
 
+// The test reads stdout up to READY and then closes its end: later writes
+// (oidc-provider's notices) must not kill the provider with EPIPE.
+process.stdout.on('error', () => {});
+
 const { values: opt } = parseArgs({
   options: {
     port: { type: 'string' },
