@@ -19,10 +19,12 @@ mkdir -p "$state"
 chmod 0700 "$state"
 export GPUSLICE_LISTEN=${GPUSLICE_LISTEN:-127.0.0.1:8080}
 admin_email=${GPUSLICE_RUN_ADMIN_EMAIL:-admin@gpuslice.example}
+# The controller refuses GPUSLICE_* variables it does not know.
+unset GPUSLICE_RUN_ADMIN_EMAIL
 ctl=$root/$build/controller/gpuslice-controller
 
 # create-admin is idempotent: it resets the password of an existing admin.
-admin_password=$(env -u GPUSLICE_RUN_ADMIN_EMAIL "$ctl" create-admin --state-dir "$state" \
+admin_password=$("$ctl" create-admin --state-dir "$state" \
         --email "$admin_email" 2> "$state/create-admin.log") || {
         cat "$state/create-admin.log" >&2
         exit 1

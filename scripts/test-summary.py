@@ -30,7 +30,8 @@ if os.path.exists(log):
                 entries.append(json.loads(line))
 
 for e in entries:
-    name = e["name"]
+    # meson names tests "project:suite / name"; the TAP file carries the bare name.
+    name = e["name"].split(" / ")[-1]
     result = e["result"]
     tap = os.path.join(tap_dir, name + ".tap")
     t_pass = t_fail = t_skip = 0
