@@ -59,6 +59,17 @@ Test(http, wrong_method_is_a_405_envelope_with_allow)
         _cleanup_resp_ HttpResponse *p = http_send(c, &put);
         assert_error(p, 405, "method_not_allowed");
         cr_assert_str_eq(strempty(p->allow), "GET");
+
+        /* a whole signup sent with the wrong method creates nothing */
+        DbCounts before = db_counts(c);
+        HttpRequest s = {.method = "PUT",
+                         .path = "/api/v1/auth/personal/signup",
+                         .body = "{\"email\":\"m@example.com\",\"password\":\"password1\","
+                                 "\"name\":\"M\"}"};
+        _cleanup_resp_ HttpResponse *sp = http_send(c, &s);
+        assert_error(sp, 405, "method_not_allowed");
+        cr_assert_str_eq(strempty(sp->allow), "POST");
+        assert_counts_equal(before, db_counts(c));
         ctl_stop_clean(c);
 }
 

@@ -17,6 +17,13 @@
 
 TestSuite(lifecycle, .timeout = 180);
 
+static size_t discard(char *p, size_t size, size_t n, void *u)
+{
+        (void)p;
+        (void)u;
+        return size * n;
+}
+
 static bool stderr_contains(Controller *c, const char *needle)
 {
         _cleanup_free_ char *err = ctl_stderr(c);
@@ -109,6 +116,76 @@ Test(lifecycle, sigterm_lets_an_in_flight_signup_finish)
         cr_assert(!wal_content || wal_content[0] == '\0', "WAL not checkpointed at close");
 }
 
+/* The same over HTTP/2: the connection gets GOAWAY, the open stream still
+ * gets its answer. */
+Test(lifecycle, sigterm_lets_an_in_flight_http2_request_finish)
+{
+        _cleanup_ctl_ Controller *c = ctl_new();
+        ctl_args(c, "--password-scrypt-log-n", "17", NULL);
+        ctl_start_or_fail(c);
+
+        static const char body[] =
+            "{\"email\":\"h2slow@example.com\",\"password\":\"password1\",\"name\":\"H2\"}";
+        char url[300];
+        snprintf(url, sizeof(url), "%s/api/v1/auth/personal/signup", c->url);
+        struct curl_slist *hdrs = curl_slist_append(NULL, "Content-Type: application/json");
+        CURLM *multi = curl_multi_init();
+        CURL *e = curl_easy_init();
+        curl_easy_setopt(e, CURLOPT_URL, url);
+        curl_easy_setopt(e, CURLOPT_POSTFIELDS, body);
+        curl_easy_setopt(e, CURLOPT_HTTPHEADER, hdrs);
+        curl_easy_setopt(e, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_2_PRIOR_KNOWLEDGE);
+        curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, 120000L);
+        curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+        curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, discard);
+        curl_multi_add_handle(multi, e);
+
+        /* drive the transfer until the whole body is on the wire */
+        int running = 1;
+        long long deadline = mono_ms() + 30000;
+        curl_off_t sent = 0;
+        while (running && sent < (curl_off_t)strlen(body) && mono_ms() < deadline) {
+                curl_multi_perform(multi, &running);
+                curl_easy_getinfo(e, CURLINFO_SIZE_UPLOAD_T, &sent);
+                if (running && sent < (curl_off_t)strlen(body))
+                        curl_multi_poll(multi, NULL, 0, 20, NULL);
+        }
+        cr_assert_eq(sent, (curl_off_t)strlen(body), "the body was not sent");
+        _cleanup_resp_ HttpResponse *h = api_get(c, "/api/v1/health", NULL); /* barrier */
+        cr_assert_eq(h->status, 200);
+
+        cr_assert_eq(kill(c->pid, SIGTERM), 0);
+        cr_assert(wait_for_log(c, "shutting down", 30000));
+        cr_assert(stderr_contains(c, "in_flight=1"), "the request was not in flight");
+
+        deadline = mono_ms() + 120000;
+        while (running && mono_ms() < deadline) {
+                curl_multi_perform(multi, &running);
+                if (running)
+                        curl_multi_poll(multi, NULL, 0, 100, NULL);
+        }
+        CURLMsg *m;
+        int left;
+        CURLcode result = CURLE_OK;
+        while ((m = curl_multi_info_read(multi, &left)))
+                if (m->msg == CURLMSG_DONE)
+                        result = m->data.result;
+        long status = 0, version = 0;
+        curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &status);
+        curl_easy_getinfo(e, CURLINFO_HTTP_VERSION, &version);
+        curl_multi_remove_handle(multi, e);
+        curl_easy_cleanup(e);
+        curl_multi_cleanup(multi);
+        curl_slist_free_all(hdrs);
+        cr_assert_eq(result, CURLE_OK, "%s", curl_easy_strerror(result));
+        cr_assert_eq(version, CURL_HTTP_VERSION_2_0);
+        cr_assert_eq(status, 201);
+
+        int st = ctl_wait_exit(c, 60000);
+        cr_assert(st >= 0 && WIFEXITED(st) && WEXITSTATUS(st) == 0, "exit status %d", st);
+        cr_assert_eq(db_scalar(c, "SELECT COUNT(*) FROM users"), 1);
+}
+
 /* A second signal (or the shutdown deadline) stops the loop while a password
  * is still hashing on the thread pool. The process must still exit cleanly:
  * nothing at exit may pull shared state (OpenSSL's) from under that thread. */
@@ -182,13 +259,6 @@ Test(lifecycle, sigterm_with_idle_keepalive_connections_exits_clean)
 
 /* kill -9 while signups are being answered: every signup the client saw
  * answered 201 must exist after a restart on the same state dir. */
-static size_t discard(char *p, size_t size, size_t n, void *u)
-{
-        (void)p;
-        (void)u;
-        return size * n;
-}
-
 #define BURST   60
 #define KILL_AT 15
 
