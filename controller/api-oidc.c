@@ -333,9 +333,14 @@ static void authorize_finish(Request *r, OidcProvider *p, json_t *discovery,
                          secure ? "; Secure" : "");
                 http_add_header(r, "set-cookie", cookie);
         }
-        http_add_header(r, "location", location);
+        /* ?response=json: 200 with the URL, for clients that navigate themselves. */
+        const char *mode = http_query(r, "response");
+        bool as_json = mode && streq(mode, "json");
+        if (!as_json)
+                http_add_header(r, "location", location);
         http_reply_json(
-            r, 302, json_pack("{s:s, s:s}", "authorization_url", location, "provider", p->name));
+            r, as_json ? 200 : 302,
+            json_pack("{s:s, s:s}", "authorization_url", location, "provider", p->name));
 }
 
 static void authorize_done(Server *s, Request *r, void *p)
