@@ -592,14 +592,18 @@ Test(oidc, wrong_nonce_is_refused)
         op_free(op);
 }
 
-Test(oidc, expired_and_tampered_id_tokens_are_refused)
+Test(oidc, expired_tampered_and_forged_id_tokens_are_refused)
 {
         Op *op = op_new("ES256", "client_secret_basic");
         _cleanup_ctl_ Controller *c = controller_for(op);
         ctl_start_or_fail(c);
         static const struct {
                 const char *mode, *reason;
-        } cases[] = {{"expired", "id_token_expired"}, {"tamper", "bad_signature"}};
+        } cases[] = {
+            {"expired", "id_token_expired"},       {"tamper", "bad_signature"},
+            {"alg_none", "algorithm_not_allowed"}, {"hs256", "algorithm_not_allowed"},
+            {"wrong_aud", "audience_mismatch"},    {"multi_aud_no_azp", "azp_mismatch"},
+        };
         for (size_t i = 0; i < ELEMENTSOF(cases); i++) {
                 op_mode(op, cases[i].mode);
                 Browser *b = browser_new();

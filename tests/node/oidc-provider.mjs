@@ -11,10 +11,12 @@
 // records the account's claims, grants openid/email/profile and redirects on.
 //
 // Test hooks (this script only runs inside tests, on 127.0.0.1):
-//   POST /__test/mode  body "expired" | "tamper" | "unknown_kid" | "normal": how
-//        the next token responses' ID token is altered (re-signed with the
-//        provider's own key with exp/iat in the past; one signature byte flipped;
-//        re-signed with a key that is not in the JWKS).
+//   POST /__test/mode  body "expired" | "tamper" | "unknown_kid" | "alg_none" |
+//        "hs256" | "wrong_aud" | "multi_aud_no_azp" | "normal": how the next
+//        token responses' ID token is altered (re-signed with the provider's own
+//        key with exp/iat in the past; one signature byte flipped; re-signed with
+//        a key that is not in the JWKS; unsigned; HMAC-signed with the client
+//        secret; re-signed for another audience; two audiences without azp).
 //   GET  /__test/stats -> {"jwks_requests":n,"token_requests":n,"discovery_requests":n}
 import crypto from 'node:crypto';
 import http from 'node:http';
@@ -96,8 +98,24 @@ async function mangle(body) {
     body.id_token = [h, p, sig.toString('base64url')].join('.');
     return;
   }
+  if (mode === 'alg_none') {
+    const enc = (o) => Buffer.from(JSON.stringify(o)).toString('base64url');
+    body.id_token = `${enc({ alg: 'none', typ: 'JWT' })}.${enc(claims)}.`;
+    return;
+  }
+  if (mode === 'hs256') { // the key-confusion attack: HMAC keyed with a public value
+    body.id_token = await new SignJWT(claims)
+      .setProtectedHeader({ alg: 'HS256', kid: signingKey.kid })
+      .sign(new TextEncoder().encode(opt['client-secret']));
+    return;
+  }
   let key = signingKey;
-  if (mode === 'expired') {
+  if (mode === 'wrong_aud') {
+    claims.aud = 'another-client';
+  } else if (mode === 'multi_aud_no_azp') {
+    claims.aud = [opt['client-id'], 'another-client'];
+    delete claims.azp;
+  } else if (mode === 'expired') {
     const now = Math.floor(Date.now() / 1000);
     claims.iat = now - 3600;
     claims.exp = now - 1800;
