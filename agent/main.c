@@ -17,6 +17,8 @@ typedef struct {
 
 static const Verb verbs[] = {
     {"discover", cmd_discover, "print the host's inventory and candidate slot map"},
+    {"run", cmd_run, "run the daemon: dial the controller and apply its commands"},
+    {"facts", cmd_facts, "print the host facts sent at enrollment (JSON)"},
 };
 
 static void usage(FILE *f)

@@ -1,0 +1,29 @@
+/* SPDX-License-Identifier: MIT */
+#pragma once
+
+/* gpuslice-agent run: one libuv loop that owns the agent link, the journal
+ * and the command table. */
+
+#include <stdbool.h>
+#include <uv.h>
+
+#include "config.h"
+#include "fingerprint.h"
+#include "host.h"
+#include "journal.h"
+#include "link.h"
+
+typedef struct Daemon {
+        uv_loop_t *loop;
+        const Config *config;
+        HostSource host;
+        Journal *journal;
+        Link *link;
+        char fingerprint[FINGERPRINT_MAX];
+        char **in_flight; /* ids of commands being applied (NULL-terminated) */
+        uv_signal_t sigterm, sigint;
+        bool stopping;
+} Daemon;
+
+/* Runs until SIGTERM/SIGINT; returns the exit code (0, 2 bad config, 1 failure). */
+int daemon_run(const Config *c);
