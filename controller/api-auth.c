@@ -249,9 +249,13 @@ int api_auth_login(Request *r)
         unsigned retry = 0;
         rate_keys(r, email, acct, sizeof(acct), addr, sizeof(addr));
         usec_t now = now_mono_usec();
-        if (!ratelimit_peek(s->login_address_rl, addr, now, &retry) ||
-            !ratelimit_peek(s->login_account_rl, acct, now, &retry))
+        const char *limited = !ratelimit_peek(s->login_address_rl, addr, now, &retry)   ? addr
+                              : !ratelimit_peek(s->login_account_rl, acct, now, &retry) ? acct
+                                                                                        : NULL;
+        if (limited) {
+                server_audit_rate_limited(r, "login", limited, retry);
                 return reply_rate_limited(r, retry);
+        }
         /* Charge the attempt now, on the loop, before the password is checked
          * on the thread pool: otherwise any number of concurrent guesses pass
          * the check above while the first ones are still hashing. */

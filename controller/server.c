@@ -18,6 +18,7 @@
 #include <systemd/sd-daemon.h>
 
 #include "async.h"
+#include "audit.h"
 #include "http.h"
 #include "log.h"
 #include "oidc-provider.h"
@@ -34,6 +35,12 @@ typedef struct ServerInternal {
         uv_timer_t shutdown_timer;
         usec_t shutdown_deadline;
         size_t max_body_bytes;
+        /* Access hardening: request rate limits, CORS, TLS-only headers. */
+        RateLimiter *address_rl;     /* per client address (IPv6: per /64); NULL: off */
+        RateLimiter *session_rl;     /* per signed-in session; NULL: off */
+        RateLimiter *limit_audit_rl; /* one audit row per minute per limited key */
+        char **cors_origins;         /* exact allowed origins */
+        size_t n_cors_origins;
 } ServerInternal;
 
 typedef struct Handler {
@@ -56,6 +63,25 @@ void server_job_finished(Server *s)
         s->inflight_jobs--;
 }
 
+/* The request's Origin header when it is one of cors_allowed_origins. */
+static bool cors_origin(Request *r, h2o_iovec_t *ret)
+{
+        ServerInternal *in = r->server->internal;
+        if (in->n_cors_origins == 0)
+                return false;
+        h2o_req_t *req = r->req;
+        ssize_t i = h2o_find_header_by_str(&req->headers, H2O_STRLIT("origin"), -1);
+        if (i < 0)
+                return false;
+        h2o_iovec_t v = req->headers.entries[i].value;
+        for (size_t k = 0; k < in->n_cors_origins; k++)
+                if (h2o_memis(v.base, v.len, in->cors_origins[k], strlen(in->cors_origins[k]))) {
+                        *ret = v;
+                        return true;
+                }
+        return false;
+}
+
 void server_add_common_headers(Request *r)
 {
         h2o_req_t *req = r->req;
@@ -63,6 +89,32 @@ void server_add_common_headers(Request *r)
                        H2O_STRLIT("no-store"));
         h2o_add_header_by_str(&req->pool, &req->res.headers, H2O_STRLIT("x-content-type-options"),
                               0, NULL, H2O_STRLIT("nosniff"));
+        /* An API answer is never a page: nothing may frame it, load from it or
+         * learn where the user came from. */
+        h2o_add_header_by_str(&req->pool, &req->res.headers, H2O_STRLIT("x-frame-options"), 0,
+                              NULL, H2O_STRLIT("DENY"));
+        h2o_add_header_by_str(&req->pool, &req->res.headers,
+                              H2O_STRLIT("content-security-policy"), 0, NULL,
+                              H2O_STRLIT("default-src 'none'; frame-ancestors 'none'"));
+        h2o_add_header_by_str(&req->pool, &req->res.headers, H2O_STRLIT("referrer-policy"), 0,
+                              NULL, H2O_STRLIT("no-referrer"));
+        if (r->server->internal->ssl_ctx)
+                h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_STRICT_TRANSPORT_SECURITY,
+                               NULL, H2O_STRLIT("max-age=31536000"));
+        if (r->server->internal->n_cors_origins == 0)
+                return;
+        /* The answer depends on Origin whenever CORS is on, allowed or not. */
+        h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_VARY, NULL, H2O_STRLIT("Origin"));
+        h2o_iovec_t origin;
+        if (!cors_origin(r, &origin))
+                return;
+        /* The exact origin, never "*"; no Allow-Credentials: the API takes
+         * bearer tokens, not cookies. */
+        h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_ACCESS_CONTROL_ALLOW_ORIGIN, NULL,
+                       origin.base, origin.len);
+        h2o_add_header_by_str(&req->pool, &req->res.headers,
+                              H2O_STRLIT("access-control-expose-headers"), 0, NULL,
+                              H2O_STRLIT("X-Request-Id, Retry-After, Location"));
 }
 
 static void request_dispose(void *p)
@@ -115,6 +167,119 @@ static void set_client_addr(Request *r)
                           sizeof(r->client_addr));
 }
 
+/* ---- request rate limits ---- */
+
+/* The address bucket's key: an IPv4 address, or an IPv6 /64 (one host
+ * usually has a whole /64, so per address would be no limit at all). */
+static void address_key(const char *addr, char *key, size_t size)
+{
+        struct in6_addr a6;
+        if (strchr(addr, ':') && inet_pton(AF_INET6, addr, &a6) == 1 &&
+            !IN6_IS_ADDR_V4MAPPED(&a6)) {
+                char net[INET6_ADDRSTRLEN];
+                memset(a6.s6_addr + 8, 0, 8);
+                inet_ntop(AF_INET6, &a6, net, sizeof(net));
+                snprintf(key, size, "%s/64", net);
+                return;
+        }
+        snprintf(key, size, "%s", addr);
+}
+
+void server_audit_rate_limited(Request *r, const char *scope, const char *key,
+                               unsigned retry_after_s)
+{
+        Server *s = r->server;
+        char throttle_key[256];
+        snprintf(throttle_key, sizeof(throttle_key), "%s:%s", scope, key);
+        if (!ratelimit_take(s->internal->limit_audit_rl, throttle_key, now_mono_usec(), NULL))
+                return;
+        h2o_req_t *req = r->req;
+        _cleanup_txn_ DbTxn txn = {0};
+        if (db_begin(s->db, &txn) >= 0 &&
+            audit_log(s->db, r->auth.authenticated ? r->auth.user_id : NULL, "http.rate_limited",
+                      scope, key, "rate_limited",
+                      json_pack("{s:s, s:s%, s:I}", "client_addr", r->client_addr, "path",
+                                req->path_normalized.base, req->path_normalized.len,
+                                "retry_after_s", (json_int_t)retry_after_s)) >= 0)
+                (void)db_commit(&txn);
+}
+
+static int reply_rate_limited(Request *r, const char *scope, const char *key, unsigned retry)
+{
+        char v[16];
+        snprintf(v, sizeof(v), "%u", retry);
+        server_audit_rate_limited(r, scope, key, retry);
+        http_add_header(r, "retry-after", v);
+        return http_reply_error(
+            r, ERR_RATE_LIMITED,
+            json_pack("{s:I, s:s}", "retry_after_s", (json_int_t)retry, "scope", scope),
+            "too many requests; try again in %u s", retry);
+}
+
+/* Load balancers probe these often from one address; they do no real work. */
+static bool is_probe(const h2o_req_t *req)
+{
+        h2o_iovec_t p = req->path_normalized;
+        return h2o_memis(p.base, p.len, H2O_STRLIT("/api/v1/health")) ||
+               h2o_memis(p.base, p.len, H2O_STRLIT("/api/v1/ready"));
+}
+
+/* 1 when the request may go on; 0 when a 429 was sent. */
+static int limit_address(Request *r)
+{
+        RateLimiter *rl = r->server->internal->address_rl;
+        if (!rl || is_probe(r->req))
+                return 1;
+        char key[INET6_ADDRSTRLEN + 8];
+        unsigned retry = 1;
+        address_key(r->client_addr, key, sizeof(key));
+        if (ratelimit_take(rl, key, now_mono_usec(), &retry))
+                return 1;
+        reply_rate_limited(r, "address", key, retry);
+        return 0;
+}
+
+static int limit_session(Request *r)
+{
+        RateLimiter *rl = r->server->internal->session_rl;
+        unsigned retry = 1;
+        if (!rl || ratelimit_take(rl, r->auth.session_id, now_mono_usec(), &retry))
+                return 1;
+        reply_rate_limited(r, "session", r->auth.session_id, retry);
+        return 0;
+}
+
+/* ---- CORS preflight ---- */
+
+static bool is_preflight(const h2o_req_t *req)
+{
+        return h2o_memis(req->method.base, req->method.len, H2O_STRLIT("OPTIONS")) &&
+               h2o_find_header_by_str(&req->headers, H2O_STRLIT("access-control-request-method"),
+                                      -1) >= 0;
+}
+
+/* Answered before routing: 204 with what the path allows for an allowed
+ * origin; 403 without any CORS header for every other origin, so the browser
+ * refuses and a script sees why. */
+static int reply_preflight(Request *r)
+{
+        h2o_iovec_t origin;
+        if (!cors_origin(r, &origin))
+                return http_reply_error(r, ERR_FORBIDDEN,
+                                        json_pack("{s:s}", "reason", "origin_not_allowed"),
+                                        "cross-origin requests from this origin are not allowed");
+        h2o_req_t *req = r->req;
+        RouteMatch m;
+        if (routes_match(req->method.base, req->method.len, req->path_normalized.base,
+                         req->path_normalized.len, &m) == ROUTE_NO_PATH)
+                return http_reply_error(r, ERR_NOT_FOUND, NULL, "no such endpoint");
+        http_add_header(r, "access-control-allow-methods", m.allow);
+        http_add_header(r, "access-control-allow-headers",
+                        "authorization, content-type, idempotency-key, x-request-id");
+        http_add_header(r, "access-control-max-age", "600");
+        return http_reply_empty(r, 204);
+}
+
 static int authenticate(Request *r)
 {
         const char *token = http_bearer_token(r);
@@ -140,6 +305,8 @@ static int authenticate(Request *r)
         }
         if (ret < 0)
                 return http_reply_error(r, ERR_UNAVAILABLE, NULL, "cannot check the session now");
+        if (!limit_session(r))
+                return 0;
         if ((r->auth.roles & r->route->roles) == 0)
                 return http_reply_error(r, ERR_FORBIDDEN, NULL,
                                         "your role does not allow this request");
@@ -154,12 +321,19 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
         s->inflight_requests++;
         set_request_id(r);
         set_client_addr(r);
+        if (!limit_address(r))
+                return 0;
 
         if (req->entity.base && req->entity.len > s->internal->max_body_bytes) {
                 http_reply_error(
                     r, ERR_PAYLOAD_TOO_LARGE,
                     json_pack("{s:I}", "max_bytes", (json_int_t)s->internal->max_body_bytes),
                     "request body is larger than %zu bytes", s->internal->max_body_bytes);
+                return 0;
+        }
+
+        if (is_preflight(req)) {
+                reply_preflight(r);
                 return 0;
         }
 
@@ -328,6 +502,85 @@ int server_open_db(const char *state_dir, Db **ret)
         return db_open(path, ret);
 }
 
+/* An origin is scheme://host[:port], nothing after it: browsers send exactly
+ * that, and a comparison on anything looser would be a policy nobody wrote. */
+static bool origin_valid(const char *o)
+{
+        const char *host = startswith(o, "https://") ? o + 8 : startswith(o, "http://") ? o + 7 : NULL;
+        if (!host || !*host)
+                return false;
+        for (const char *c = host; *c; c++)
+                if (*c == '/' || *c == '*' || *c == '?' || *c == '#' || *c == '@' ||
+                    (unsigned char)*c <= ' ')
+                        return false;
+        return true;
+}
+
+static int parse_cors_origins(ServerInternal *in, const char *list)
+{
+        if (!list)
+                return 0;
+        _cleanup_free_ char *copy = strdup(list);
+        if (!copy)
+                return log_oom();
+        char *save = NULL;
+        for (char *tok = strtok_r(copy, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+                while (*tok == ' ' || *tok == '\t')
+                        tok++;
+                size_t n = strlen(tok);
+                while (n > 0 && (tok[n - 1] == ' ' || tok[n - 1] == '\t'))
+                        tok[--n] = '\0';
+                if (n == 0)
+                        continue;
+                if (!origin_valid(tok))
+                        return log_error_errno(-EINVAL,
+                                               "cors_allowed_origins: not an exact origin "
+                                               "(scheme://host[:port], no path, no \"*\") | "
+                                               "origin=%s",
+                                               tok);
+                char **a = reallocarray(in->cors_origins, in->n_cors_origins + 1, sizeof(char *));
+                if (!a)
+                        return log_oom();
+                in->cors_origins = a;
+                if (!(a[in->n_cors_origins] = strdup(tok)))
+                        return log_oom();
+                in->n_cors_origins++;
+        }
+        return 0;
+}
+
+/* Request rate limits and CORS, from the settings. */
+static int start_hardening(Server *s)
+{
+        ServerInternal *in = s->internal;
+        Config *c = s->config;
+        size_t max_keys = (size_t)config_get_int(c, "rate_limit_max_keys");
+        double addr_rps = (double)config_get_int(c, "rate_limit_address_rps");
+        double sess_rps = (double)config_get_int(c, "rate_limit_session_rps");
+        int r = 0;
+        if (addr_rps > 0)
+                r = ratelimiter_new((double)config_get_int(c, "rate_limit_address_burst"),
+                                    addr_rps, max_keys, &in->address_rl);
+        if (r >= 0 && sess_rps > 0)
+                r = ratelimiter_new((double)config_get_int(c, "rate_limit_session_burst"),
+                                    sess_rps, max_keys, &in->session_rl);
+        if (r >= 0)
+                r = ratelimiter_new(1, 1.0 / 60, max_keys, &in->limit_audit_rl);
+        if (r < 0)
+                return log_oom();
+        return parse_cors_origins(in, config_get(c, "cors_allowed_origins"));
+}
+
+static void stop_hardening(ServerInternal *in)
+{
+        ratelimiter_free(in->address_rl);
+        ratelimiter_free(in->session_rl);
+        ratelimiter_free(in->limit_audit_rl);
+        for (size_t i = 0; i < in->n_cors_origins; i++)
+                free(in->cors_origins[i]);
+        free(in->cors_origins);
+}
+
 int server_run(Config *config)
 {
         /* One server per process. Static so that connections still open at exit
@@ -377,6 +630,10 @@ int server_run(Config *config)
 
         uv_loop_init(&loop);
         s.loop = &loop;
+
+        r = start_hardening(&s);
+        if (r < 0)
+                goto finish;
 
         h2o_config_init(&internal.h2o_config);
         internal.h2o_config.server_name = h2o_iovec_init(H2O_STRLIT("gpuslice"));
@@ -466,6 +723,7 @@ int server_run(Config *config)
 
 finish:
         close_listener(&s);
+        stop_hardening(&internal);
         /* The h2o context, remaining idle connections and the loop are left to
          * process exit: h2o 2.2 cannot close idle keep-alive connections on
          * demand, and every request that was answered is already complete. */

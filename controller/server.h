@@ -43,6 +43,10 @@ void server_job_started(Server *s);
 void server_job_finished(Server *s);
 /* Headers every API response carries (security and caching). */
 void server_add_common_headers(Request *r);
+/* Records a 429 in the audit log (action http.rate_limited), at most once a
+ * minute per scope and key, so a flood cannot fill the database. */
+void server_audit_rate_limited(Request *r, const char *scope, const char *key,
+                               unsigned retry_after_s);
 
 /* Opens <state_dir>/gpuslice.db (creating state_dir 0700). */
 int server_open_db(const char *state_dir, Db **ret);

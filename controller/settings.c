@@ -31,6 +31,22 @@ const ConfigKey controller_settings[] = {
      "failed logins allowed per client address before 429"},
     {"login_failure_window_s", CONFIG_INT, "300", 1, 86400,
      "time in which the failure allowance refills"},
+    /* Request rate limits (server.c). An address is an IPv4 address or an IPv6
+     * /64; behind a reverse proxy every client shares the proxy's address, so
+     * raise the address limit there. docs/security.md explains the defaults. */
+    {"rate_limit_address_rps", CONFIG_INT, "50", 0, 1000000,
+     "requests per second one client address may sustain (0: no address limit)"},
+    {"rate_limit_address_burst", CONFIG_INT, "100", 1, 1000000,
+     "requests one client address may send at once before the sustained rate applies"},
+    {"rate_limit_session_rps", CONFIG_INT, "20", 0, 1000000,
+     "requests per second one signed-in session may sustain (0: no session limit)"},
+    {"rate_limit_session_burst", CONFIG_INT, "40", 1, 1000000,
+     "requests one session may send at once before the sustained rate applies"},
+    {"rate_limit_max_keys", CONFIG_INT, "100000", 1000, 1000000,
+     "addresses and sessions each limiter tracks (the stalest full buckets are forgotten)"},
+    {"cors_allowed_origins", CONFIG_STRING, NULL, 0, 0,
+     "comma-separated exact origins (https://app.example.com) browsers may call the API "
+     "from; empty: no CORS headers"},
     {"oidc_issuer", CONFIG_STRING, NULL, 0, 0,
      "OpenID Connect issuer URL of the default sign-on provider (https; http only on loopback)"},
     {"oidc_client_id", CONFIG_STRING, NULL, 0, 0, "client id registered at the OIDC provider"},

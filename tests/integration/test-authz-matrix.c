@@ -1,0 +1,352 @@
+/* SPDX-License-Identifier: MIT */
+/* The authorization matrix: every route of the live route table (read from
+ * `gpuslice-controller routes`) called as anonymous, a user, another tenant's
+ * user, an admin and a billing operator, each answer checked against the
+ * contract: 401 unauthenticated without a session, 403 forbidden for a role
+ * the route does not take, 404 not_found for another tenant's object (never
+ * 403), and for everyone else an answer that got past authorization.
+ *
+ * A route without an entry below fails the coverage test with its name, and
+ * so does an entry whose route is gone: adding a route means deciding here
+ * who may call it. */
+#include <criterion/criterion.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "harness.h"
+
+TestSuite(authz_matrix, .timeout = 240);
+
+static char *xasprintf(const char *fmt, ...) _printf_(1, 2);
+static char *xasprintf(const char *fmt, ...)
+{
+        char *s = NULL;
+        va_list ap;
+        va_start(ap, fmt);
+        int n = vasprintf(&s, fmt, ap);
+        va_end(ap);
+        cr_assert(n >= 0);
+        return s;
+}
+
+static char *xstrdup(const char *s)
+{
+        char *d = strdup(s);
+        cr_assert(d);
+        return d;
+}
+
+typedef enum { ANON, USER, OTHER, ADMIN, BILLING, N_CALLERS } Caller;
+
+static const char *const caller_names[N_CALLERS] = {"anonymous", "user", "other_tenant", "admin",
+                                                    "billing_operator"};
+
+/* Expected answers. OK: the request got past authorization, so the answer is
+ * anything but the dispatcher's refusals (401 unauthenticated, 403
+ * forbidden, 404 not_found): a 200, a 409 because no agent is online, a 401
+ * bootstrap_token_invalid from enrollment's own check, ... */
+enum { OK = 1, E401 = 401, E403 = 403, E404 = 404 };
+
+typedef struct Fixture Fixture;
+typedef struct Entry Entry;
+
+typedef struct Account {
+        char email[96];
+        char password[64];
+        Tokens t;
+} Account;
+
+struct Fixture {
+        Controller *c;
+        Account acct[N_CALLERS]; /* ANON unused */
+        char node_id[64];        /* a node the admin made in setup */
+        unsigned seq;
+};
+
+struct Entry {
+        const char *route; /* "METHOD /pattern" exactly as the route table has it */
+        int want[N_CALLERS];
+        const char *body; /* a minimal valid-looking body, or NULL */
+        /* Builds the body per call (fresh emails, fresh refresh tokens); malloc'ed. */
+        char *(*make_body)(Fixture *f, Caller who);
+        /* Fills the {params} in order (up to 4), per call; values are copied. */
+        void (*params)(Fixture *f, Caller who, char vals[][96]);
+        /* The call ends the caller's session (logout): sign in again for it. */
+        bool spends_session;
+};
+
+/* ---- bodies and parameters ---- */
+
+static char *signup_body(Fixture *f, Caller who)
+{
+        (void)who;
+        unsigned n = ++f->seq;
+        return xasprintf("{\"email\":\"matrix-%u@example.com\",\"password\":\"password-%u\","
+                         "\"name\":\"Matrix\"}",
+                         n, n);
+}
+
+static char *login_body(Fixture *f, Caller who)
+{
+        Caller as = who == ANON ? USER : who;
+        return xasprintf("{\"email\":\"%s\",\"password\":\"%s\"}", f->acct[as].email,
+                         f->acct[as].password);
+}
+
+static char *refresh_body(Fixture *f, Caller who)
+{
+        /* A refresh token of its own per call: a spent one would be reuse. */
+        Caller as = who == ANON ? USER : who;
+        Tokens t;
+        cr_assert_eq(api_login(f->c, f->acct[as].email, f->acct[as].password, &t), 200);
+        return xasprintf("{\"refresh_token\":\"%s\"}", t.refresh);
+}
+
+/* ---- the expectations, one per route ---- */
+
+#define PUBLIC_ROUTE                                                                               \
+        {                                                                                          \
+                OK, OK, OK, OK, OK                                                                 \
+        }
+#define SIGNED_IN                                                                                  \
+        {                                                                                          \
+                E401, OK, OK, OK, OK                                                               \
+        }
+#define ADMIN_ONLY                                                                                 \
+        {                                                                                          \
+                E401, E403, E403, OK, E403                                                         \
+        }
+#define ADMIN_OR_BILLING                                                                           \
+        {                                                                                          \
+                E401, E403, E403, OK, OK                                                           \
+        }
+
+static const Entry entries[] = {
+    {"GET /api/v1/health", PUBLIC_ROUTE},
+    {"GET /api/v1/ready", PUBLIC_ROUTE},
+    {"POST /api/v1/auth/personal/signup", PUBLIC_ROUTE, .make_body = signup_body},
+    {"POST /api/v1/auth/personal/login", PUBLIC_ROUTE, .make_body = login_body},
+    {"POST /api/v1/auth/token/refresh", PUBLIC_ROUTE, .make_body = refresh_body},
+    /* No provider configured here: 503 oidc_not_configured, after authorization. */
+    {"GET /api/v1/auth/oidc/authorize", PUBLIC_ROUTE},
+    {"POST /api/v1/auth/oidc/exchange", PUBLIC_ROUTE,
+     .body = "{\"code\":\"matrix-code\",\"state\":\"matrix-state\"}"},
+    {"POST /api/v1/auth/logout", SIGNED_IN, .spends_session = true},
+    {"GET /api/v1/me", SIGNED_IN},
+};
+
+/* ---- the live route table ---- */
+
+typedef struct LiveRoute {
+        char key[256]; /* "METHOD /pattern" */
+        bool public;
+} LiveRoute;
+
+static size_t live_routes(LiveRoute **ret)
+{
+        const char *argv[] = {"gpuslice-controller", "routes", NULL};
+        CliResult res;
+        int status = cli_run(argv, NULL, 60000, &res);
+        cr_assert_eq(cli_exit_code(status), 0, "routes: exit %d: %s", status, res.err);
+        json_error_t err;
+        json_t *a = json_loads(res.out, 0, &err);
+        cr_assert(json_is_array(a), "routes printed no JSON array: %s (%s)", err.text, res.out);
+        size_t n = json_array_size(a);
+        LiveRoute *lr = calloc(n, sizeof(*lr));
+        cr_assert(lr);
+        for (size_t i = 0; i < n; i++) {
+                json_t *o = json_array_get(a, i);
+                const char *m = json_string_value(json_object_get(o, "method"));
+                const char *p = json_string_value(json_object_get(o, "path"));
+                cr_assert(m && p, "route %zu lacks method or path", i);
+                snprintf(lr[i].key, sizeof(lr[i].key), "%s %s", m, p);
+                lr[i].public = json_is_true(json_object_get(o, "public"));
+        }
+        json_decref(a);
+        cli_result_done(&res);
+        *ret = lr;
+        return n;
+}
+
+static const Entry *entry_for(const char *key)
+{
+        for (size_t i = 0; i < ELEMENTSOF(entries); i++)
+                if (streq(entries[i].route, key))
+                        return &entries[i];
+        return NULL;
+}
+
+Test(authz_matrix, every_route_has_an_entry_and_every_entry_a_route)
+{
+        LiveRoute *lr = NULL;
+        size_t n = live_routes(&lr);
+        char missing[4096] = "", stale[4096] = "";
+        for (size_t i = 0; i < n; i++)
+                if (!entry_for(lr[i].key)) {
+                        strncat(missing, "\n  ", sizeof(missing) - strlen(missing) - 1);
+                        strncat(missing, lr[i].key, sizeof(missing) - strlen(missing) - 1);
+                }
+        for (size_t k = 0; k < ELEMENTSOF(entries); k++) {
+                bool found = false;
+                for (size_t i = 0; i < n && !found; i++)
+                        found = streq(lr[i].key, entries[k].route);
+                if (!found) {
+                        strncat(stale, "\n  ", sizeof(stale) - strlen(stale) - 1);
+                        strncat(stale, entries[k].route, sizeof(stale) - strlen(stale) - 1);
+                }
+        }
+        /* The table's own public flag and the entry agree on anonymous access. */
+        char disagree[4096] = "";
+        for (size_t i = 0; i < n; i++) {
+                const Entry *e = entry_for(lr[i].key);
+                if (e && (e->want[ANON] == OK) != lr[i].public) {
+                        strncat(disagree, "\n  ", sizeof(disagree) - strlen(disagree) - 1);
+                        strncat(disagree, lr[i].key, sizeof(disagree) - strlen(disagree) - 1);
+                }
+        }
+        free(lr);
+        cr_expect(!missing[0],
+                  "routes with no entry in tests/integration/test-authz-matrix.c (decide who "
+                  "may call them):%s",
+                  missing);
+        cr_expect(!stale[0], "entries for routes that no longer exist:%s", stale);
+        cr_expect(!disagree[0],
+                  "entries whose anonymous expectation contradicts the route's public flag:%s",
+                  disagree);
+}
+
+/* ---- calling every route as everyone ---- */
+
+static void create_admin(Fixture *f, Caller who, const char *email, const char *role)
+{
+        const char *argv[] = {"gpuslice-controller",
+                              "create-admin",
+                              "--state-dir",
+                              f->c->state_dir,
+                              "--email",
+                              email,
+                              "--role",
+                              role,
+                              "--password-scrypt-log-n",
+                              "10",
+                              NULL};
+        CliResult res;
+        int status = cli_run(argv, NULL, 60000, &res);
+        cr_assert_eq(cli_exit_code(status), 0, "create-admin %s: %d %s", role, status, res.err);
+        Account *a = &f->acct[who];
+        snprintf(a->email, sizeof(a->email), "%s", email);
+        snprintf(a->password, sizeof(a->password), "%.*s", (int)strcspn(res.out, "\n"), res.out);
+        cli_result_done(&res);
+        cr_assert_eq(api_login(f->c, a->email, a->password, &a->t), 200, "login as %s", role);
+}
+
+static void signup(Fixture *f, Caller who, const char *email)
+{
+        Account *a = &f->acct[who];
+        snprintf(a->email, sizeof(a->email), "%s", email);
+        snprintf(a->password, sizeof(a->password), "matrix password %d", (int)who);
+        cr_assert_eq(api_signup(f->c, a->email, a->password, "Matrix", &a->t), 201);
+}
+
+/* "/a/{id}/b/{x}" with vals filled in, in order. */
+static char *fill_path(const char *pattern, char vals[][96])
+{
+        char out[1024];
+        size_t o = 0, k = 0;
+        for (const char *p = pattern; *p && o < sizeof(out) - 100;) {
+                if (*p == '{') {
+                        o += (size_t)snprintf(out + o, sizeof(out) - o, "%s", vals[k++]);
+                        p = strchr(p, '}') + 1;
+                } else
+                        out[o++] = *p++;
+        }
+        out[o] = '\0';
+        return xstrdup(out);
+}
+
+/* The dispatcher's refusals, recognised by status and code together. */
+static int refusal(const HttpResponse *r)
+{
+        const char *code = jstr(r, "error.code");
+        if (r->status == 401 && code && streq(code, "unauthenticated"))
+                return E401;
+        if (r->status == 403 && code && streq(code, "forbidden"))
+                return E403;
+        if (r->status == 404 && code && streq(code, "not_found"))
+                return E404;
+        return OK;
+}
+
+static void call(Fixture *f, const Entry *e, Caller who, char *report, size_t report_size)
+{
+        char method[16], vals[4][96] = {{0}};
+        const char *sp = strchr(e->route, ' ');
+        snprintf(method, sizeof(method), "%.*s", (int)(sp - e->route), e->route);
+        if (e->params)
+                e->params(f, who, vals);
+        _cleanup_free_ char *path = fill_path(sp + 1, vals);
+        _cleanup_free_ char *body = e->make_body ? e->make_body(f, who) : NULL;
+        const char *send_body = body ? body : e->body;
+        if (!send_body && (streq(method, "POST") || streq(method, "PATCH")))
+                send_body = "{}";
+
+        Tokens spare;
+        const char *bearer = who == ANON ? NULL : f->acct[who].t.access;
+        if (e->spends_session && who != ANON) {
+                cr_assert_eq(api_login(f->c, f->acct[who].email, f->acct[who].password, &spare),
+                             200);
+                bearer = spare.access;
+        }
+        HttpRequest rq = {.method = method, .path = path, .body = send_body, .bearer = bearer};
+        _cleanup_resp_ HttpResponse *r = http_send(f->c, &rq);
+        cr_assert_eq(r->curl_code, CURLE_OK, "%s %s: %s", method, path,
+                     curl_easy_strerror(r->curl_code));
+        cr_assert_neq(r->status, 429, "rate limited during the matrix: %s", r->body);
+        cr_assert_neq(r->status, 405, "%s: the method is not routed: %s", e->route, r->body);
+        int got = refusal(r);
+        int want = e->want[who];
+        bool ok = want == OK ? got == OK : (int)r->status == want && got == want;
+        if (!ok) {
+                size_t used = strlen(report);
+                snprintf(report + used, report_size - used, "\n  %s as %s: want %s, got %ld %.200s",
+                         e->route, caller_names[who],
+                         want == OK     ? "allowed"
+                         : want == E401 ? "401"
+                         : want == E403 ? "403"
+                                        : "404",
+                         r->status, r->body);
+        }
+}
+
+Test(authz_matrix, every_route_as_every_caller)
+{
+        Fixture f = {0};
+        _cleanup_ctl_ Controller *c = ctl_new();
+        /* This test is about who may call what, not about how often. */
+        ctl_args(c, "--rate-limit-address-rps", "1000000", "--rate-limit-address-burst", "1000000",
+                 "--rate-limit-session-rps", "1000000", "--rate-limit-session-burst", "1000000",
+                 NULL);
+        ctl_start_or_fail(c);
+        f.c = c;
+        signup(&f, USER, "tenant-a@example.com");
+        signup(&f, OTHER, "tenant-b@example.com");
+        create_admin(&f, ADMIN, "matrix-admin@example.com", "admin");
+        create_admin(&f, BILLING, "matrix-billing@example.com", "billing_operator");
+
+        LiveRoute *lr = NULL;
+        size_t n = live_routes(&lr);
+        char report[16384] = "";
+        size_t calls = 0;
+        for (size_t i = 0; i < n; i++) {
+                const Entry *e = entry_for(lr[i].key);
+                if (!e)
+                        continue; /* the coverage test names it */
+                for (Caller who = ANON; who < N_CALLERS; who++, calls++)
+                        call(&f, e, who, report, sizeof(report));
+        }
+        free(lr);
+        cr_assert_gt(calls, 0);
+        cr_assert(!report[0], "answers that break the authorization contract:%s", report);
+}
