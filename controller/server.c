@@ -230,7 +230,7 @@ static int limit_address(Request *r)
         RateLimiter *rl = r->server->internal->address_rl;
         if (!rl || is_probe(r->req))
                 return 1;
-        char key[INET6_ADDRSTRLEN + 8];
+        char key[sizeof(r->client_addr) + 8]; /* an address, or an IPv6 /64 */
         unsigned retry = 1;
         address_key(r->client_addr, key, sizeof(key));
         if (ratelimit_take(rl, key, now_mono_usec(), &retry))
