@@ -37,7 +37,9 @@ int sessions_create(Db *db, const SessionPolicy *p, const char *user_id, const c
 void sessions_token_hash(const char *token, unsigned char out[32]);
 
 /* Resolves an access token: 0 and *ret filled, -ENOENT unknown, -EKEYEXPIRED
- * expired, -EKEYREVOKED when its session was revoked or ended. */
+ * expired, -EKEYREVOKED when its session ended or was revoked by another
+ * process. Revoking through sessions_revoke() deletes the session's access
+ * tokens, so those answer -ENOENT afterwards (no row is kept for them). */
 int sessions_authenticate(Db *db, const char *access_token, Auth *ret);
 
 /* Rotates a refresh token inside its own transaction. 0 and a new pair;
