@@ -53,9 +53,14 @@ static bool url_acceptable(const char *url)
         static const char *const loopback[] = {"127.0.0.1", "localhost", "[::1]"};
         for (size_t i = 0; i < ELEMENTSOF(loopback); i++) {
                 size_t n = strlen(loopback[i]);
-                if (strncmp(host, loopback[i], n) == 0 &&
-                    (host[n] == '\0' || host[n] == ':' || host[n] == '/'))
-                        return true;
+                if (strncmp(host, loopback[i], n) != 0)
+                        continue;
+                /* Only a port may follow: in http://localhost:80@evil.example
+                 * "localhost:80" is a user name and password. */
+                const char *rest = host + n;
+                if (*rest == ':')
+                        rest += 1 + strspn(rest + 1, "0123456789");
+                return *rest == '\0' || *rest == '/';
         }
         return false;
 }
@@ -324,7 +329,9 @@ static int http_json(const char *url, const char *form, struct curl_slist *heade
         if (cc != CURLE_OK) {
                 log_warning("OIDC provider unreachable | url=%s error=%s", url,
                             curl_easy_strerror(cc));
-                return b.too_big ? -EBADMSG : -EHOSTUNREACH;
+                /* Too big is an answer, not an outage, whether the body said
+                 * so in Content-Length (curl refuses it up front) or not. */
+                return b.too_big || cc == CURLE_FILESIZE_EXCEEDED ? -EBADMSG : -EHOSTUNREACH;
         }
         long status = 0;
         curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);

@@ -75,7 +75,9 @@ static bool number_claim(json_t *claims, const char *name, int64_t *ret)
                 return true;
         }
         if (json_is_real(v)) { /* some providers send 1700000000.0 */
-                *ret = (int64_t)json_real_value(v);
+                double d = json_real_value(v);
+                /* Clamped: converting a double outside int64_t is undefined. */
+                *ret = d >= 0x1p63 ? INT64_MAX : d <= -0x1p63 ? INT64_MIN : (int64_t)d;
                 return true;
         }
         return false;
@@ -149,7 +151,7 @@ int oidc_id_token_validate(const char *jwt, json_t *jwks, const OidcTokenExpect 
         int64_t exp, iat, nbf;
         if (!number_claim(claims, "exp", &exp) || !number_claim(claims, "iat", &iat))
                 return FAIL(-EBADMSG, "malformed_id_token");
-        if (e->now_s > exp + e->skew_s)
+        if (exp < e->now_s - e->skew_s) /* not exp + skew: exp may be INT64_MAX */
                 return FAIL(-EKEYEXPIRED, "id_token_expired");
         if (iat > e->now_s + e->skew_s)
                 return FAIL(-EACCES, "iat_in_future");
