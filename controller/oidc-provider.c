@@ -113,9 +113,8 @@ static int provider_add(OidcProviders *ps, const char *origin, const char *name,
         *p = (OidcProvider){.auth_post = post};
         p->name = strdup(name);
         p->issuer = strdup(issuer);
-        /* Discovery documents never end the issuer with a slash; nor do we. */
-        if (p->issuer && strlen(p->issuer) > 8 && p->issuer[strlen(p->issuer) - 1] == '/')
-                p->issuer[strlen(p->issuer) - 1] = '\0';
+        /* Kept byte for byte: ID tokens' iss must equal it exactly, and some
+         * providers' issuers end with a slash (Auth0's do). */
         p->client_id = strdup(client_id);
         p->client_secret = strdup(client_secret);
         p->redirect_uris = calloc(n_redirect_uris, sizeof(char *));
@@ -354,7 +353,12 @@ static int http_json(const char *url, const char *form, struct curl_slist *heade
 int oidc_fetch_discovery(const char *issuer, const OidcHttpLimits *l, json_t **ret)
 {
         _cleanup_free_ char *url = NULL;
-        if (asprintf(&url, "%s/.well-known/openid-configuration", issuer) < 0)
+        /* OpenID Connect Discovery 1.0, section 4: a terminating "/" of the
+         * issuer is removed before the well-known path is appended. */
+        size_t n = strlen(issuer);
+        if (n > 0 && issuer[n - 1] == '/')
+                n--;
+        if (asprintf(&url, "%.*s/.well-known/openid-configuration", (int)n, issuer) < 0)
                 return -ENOMEM;
         long status = 0;
         json_t *j = NULL;

@@ -263,12 +263,14 @@ Test(oidc_provider, issuer_must_be_https_unless_on_loopback)
                                       "must be an https URL");
 }
 
-Test(oidc_provider, issuer_trailing_slash_is_dropped)
+/* ID tokens' iss must equal the issuer byte for byte, and some providers'
+ * issuers end with a slash: the configured value is kept as it is. */
+Test(oidc_provider, issuer_is_kept_byte_for_byte)
 {
         OidcProviders *ps =
             providers_ok(KV("oidc_issuer", "https://idp.example/realms/x/", "oidc_client_id", "c",
                             "oidc_client_secret", "s", "oidc_redirect_uri", "https://a/cb"));
-        cr_assert_str_eq(oidc_providers_find(ps, NULL)->issuer, "https://idp.example/realms/x");
+        cr_assert_str_eq(oidc_providers_find(ps, NULL)->issuer, "https://idp.example/realms/x/");
         oidc_providers_free(ps);
 }
 
@@ -295,7 +297,7 @@ Test(oidc_provider, providers_file_adds_several_providers_after_the_default)
 
         OidcProvider *gh = oidc_providers_find(ps, "git-hub_2");
         cr_assert_not_null(gh);
-        cr_assert_str_eq(gh->issuer, "https://gh.example");
+        cr_assert_str_eq(gh->issuer, "https://gh.example/");
         cr_assert(gh->auth_post);
         cr_assert_eq(gh->n_redirect_uris, 2);
         cr_assert(oidc_provider_redirect_allowed(gh, "https://b.example/gh"));
@@ -717,6 +719,27 @@ Test(oidc_provider, discovery_naming_this_issuer_is_accepted)
         cr_assert_str_eq(json_string_value(json_object_get(got, "issuer")), issuer);
         json_decref(got);
         cr_assert_eq(requests(s), 1);
+        cr_assert_eq(strncmp(s->first_request,
+                             "GET /realms/x/.well-known/openid-configuration HTTP/1.1\r\n", 56),
+                     0, "%s", s->first_request);
+        server_stop(s);
+}
+
+/* Discovery 1.0 section 4: a terminating slash of the issuer is dropped before
+ * the well-known path is appended; the document still names the issuer as is. */
+Test(oidc_provider, discovery_of_an_issuer_ending_in_a_slash)
+{
+        Server *s = server_new();
+        _cleanup_free_ char *base = base_url(s);
+        _cleanup_free_ char *issuer = NULL;
+        cr_assert(asprintf(&issuer, "%s/realms/x/", base) > 0);
+        _cleanup_free_ char *doc = discovery_doc(issuer, base);
+        server_run(s, SERVE, http_answer("200 OK", NULL, doc));
+
+        json_t *got = NULL;
+        cr_assert_eq(oidc_fetch_discovery(issuer, &limits, &got), 0);
+        cr_assert_str_eq(json_string_value(json_object_get(got, "issuer")), issuer);
+        json_decref(got);
         cr_assert_eq(strncmp(s->first_request,
                              "GET /realms/x/.well-known/openid-configuration HTTP/1.1\r\n", 56),
                      0, "%s", s->first_request);
