@@ -25,6 +25,9 @@ if [ $build_only -eq 0 ]; then
     wrk nginx-light
     # peers for tests (OpenAPI linter, OIDC provider, Stripe library) run on Node
     nodejs
+    # the real-kernel host-operation tests (tests/vm): QEMU boots the Debian
+    # kernel; its .debs are fetched by tests/vm/kit.sh with apt-get download
+    qemu-system-x86 cpio kmod xz-utils file
   )
 fi
 
