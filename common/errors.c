@@ -29,6 +29,10 @@ static const struct {
     [ERR_INTERNAL] = {"internal", 500},
     [ERR_UNAVAILABLE] = {"unavailable", 503},
     [ERR_PAYMENTS_NOT_CONFIGURED] = {"payments_not_configured", 503},
+    [ERR_BOOTSTRAP_TOKEN_INVALID] = {"bootstrap_token_invalid", 401},
+    [ERR_BOOTSTRAP_TOKEN_EXPIRED] = {"bootstrap_token_expired", 401},
+    [ERR_BOOTSTRAP_TOKEN_USED] = {"bootstrap_token_used", 401},
+    [ERR_BOOTSTRAP_TOKEN_WRONG_NODE] = {"bootstrap_token_wrong_node", 401},
 };
 
 const char *error_code_to_string(ErrorCode e)

@@ -26,6 +26,11 @@ typedef enum {
         ERR_INTERNAL,
         ERR_UNAVAILABLE,
         ERR_PAYMENTS_NOT_CONFIGURED,
+        /* Enrollment: which way a bootstrap token failed (all 401). */
+        ERR_BOOTSTRAP_TOKEN_INVALID,
+        ERR_BOOTSTRAP_TOKEN_EXPIRED,
+        ERR_BOOTSTRAP_TOKEN_USED,
+        ERR_BOOTSTRAP_TOKEN_WRONG_NODE,
         _ERR_MAX,
 } ErrorCode;
 

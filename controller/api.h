@@ -19,3 +19,19 @@ int api_me(Request *r);
 /* api-oidc.c */
 int api_oidc_authorize(Request *r);
 int api_oidc_exchange(Request *r);
+
+/* api-nodes.c */
+int api_nodes_list(Request *r);
+int api_nodes_create(Request *r);
+int api_nodes_get(Request *r);
+int api_nodes_delete(Request *r);
+int api_nodes_slots(Request *r);
+int api_nodes_discovery(Request *r);
+int api_nodes_candidate(Request *r);
+int api_nodes_approve(Request *r);
+
+/* api-audit.c */
+int api_audit_list(Request *r);
+
+/* api-agent.c */
+int api_agent_enroll(Request *r);

@@ -26,6 +26,26 @@ const Route routes[] = {
      "Finish single sign-on: redeem the provider's code for a session"},
     {"POST", "/api/v1/auth/logout", api_auth_logout, SIGNED_IN, "Revoke the current session"},
     {"GET", "/api/v1/me", api_me, SIGNED_IN, "The signed-in user, roles and balance"},
+    /* nodes (admin) */
+    {"GET", "/api/v1/admin/nodes", api_nodes_list, ROLE_ADMIN, "List nodes"},
+    {"POST", "/api/v1/admin/nodes", api_nodes_create, ROLE_ADMIN,
+     "Add a node: returns a one-time bootstrap token and command"},
+    {"GET", "/api/v1/admin/nodes/{id}", api_nodes_get, ROLE_ADMIN, "One node"},
+    {"DELETE", "/api/v1/admin/nodes/{id}", api_nodes_delete, ROLE_ADMIN,
+     "Delete a node: disable it and revoke its certificates"},
+    {"GET", "/api/v1/admin/nodes/{id}/slots", api_nodes_slots, ROLE_ADMIN,
+     "The node's approved resource slots"},
+    {"POST", "/api/v1/admin/nodes/{id}/slice-topology/discovery", api_nodes_discovery,
+     ROLE_ADMIN, "Run discovery on the node's agent"},
+    {"GET", "/api/v1/admin/nodes/{id}/slice-topology/candidates/{discovery_id}",
+     api_nodes_candidate, ROLE_ADMIN, "A discovery's candidate slot map and invariants"},
+    {"POST", "/api/v1/admin/nodes/{id}/slice-topology/candidates/{discovery_id}/approve",
+     api_nodes_approve, ROLE_ADMIN, "Approve candidate slots into node_resource_slots"},
+    {"GET", "/api/v1/admin/audit-logs", api_audit_list, ROLE_ADMIN | ROLE_BILLING_OPERATOR,
+     "The audit log"},
+    /* agent enrollment (the bootstrap token is the credential) */
+    {"POST", "/api/v1/agent/enroll", api_agent_enroll, PUBLIC,
+     "Enroll a node's agent: bootstrap token + CSR for a certificate"},
 };
 
 const size_t n_routes = sizeof(routes) / sizeof(routes[0]);

@@ -17,10 +17,13 @@
 #include <openssl/ssl.h>
 #include <systemd/sd-daemon.h>
 
+#include "agent-link.h"
 #include "async.h"
 #include "audit.h"
+#include "ca.h"
 #include "http.h"
 #include "log.h"
+#include "nodes.h"
 #include "oidc-provider.h"
 #include "routes.h"
 
@@ -502,6 +505,29 @@ int server_open_db(const char *state_dir, Db **ret)
         return db_open(path, ret);
 }
 
+/* The node CA, the controller epoch, and the agent link. */
+static int start_nodes(Server *s)
+{
+        _cleanup_free_ char *ca_dir = NULL;
+        if (asprintf(&ca_dir, "%s/ca", config_get(s->config, "state_dir")) < 0)
+                return log_oom();
+        int r = ca_open(ca_dir, &s->ca);
+        if (r < 0)
+                return r;
+        r = controller_epoch_bump(s->db, &s->epoch);
+        if (r >= 0)
+                r = nodes_all_offline_flag(s->db);
+        if (r < 0)
+                return log_error_errno(r, "cannot bump the controller epoch");
+        r = agent_link_start(s, s->ca, &s->link);
+        if (r < 0) {
+                agent_link_stop(TAKE_PTR(s->link));
+                return r;
+        }
+        log_info("controller epoch | epoch=%" PRIu64, s->epoch);
+        return 0;
+}
+
 /* An origin is scheme://host[:port], nothing after it: browsers send exactly
  * that, and a comparison on anything looser would be a policy nobody wrote. */
 static bool origin_valid(const char *o)
@@ -601,6 +627,8 @@ int server_run(Config *config)
         r = server_open_db(config_get(config, "state_dir"), &s.db);
         if (r < 0)
                 return r;
+        uv_loop_init(&loop);
+        s.loop = &loop;
 
         s.session_policy = (SessionPolicy){
             .access_ttl_s = config_get_int(config, "access_token_ttl_s"),
@@ -627,9 +655,16 @@ int server_run(Config *config)
                 return r;
         }
         internal.max_body_bytes = (size_t)config_get_int(config, "max_body_bytes");
-
-        uv_loop_init(&loop);
-        s.loop = &loop;
+        r = start_nodes(&s);
+        if (r < 0) {
+                ca_free(s.ca);
+                ratelimiter_free(s.login_account_rl);
+                ratelimiter_free(s.login_address_rl);
+                session_cache_free(s.session_cache);
+                oidc_providers_free(s.oidc);
+                db_close(s.db);
+                return r;
+        }
 
         r = start_hardening(&s);
         if (r < 0)
@@ -724,6 +759,8 @@ int server_run(Config *config)
 finish:
         close_listener(&s);
         stop_hardening(&internal);
+        agent_link_stop(s.link);
+        ca_free(s.ca);
         /* The h2o context, remaining idle connections and the loop are left to
          * process exit: h2o 2.2 cannot close idle keep-alive connections on
          * demand, and every request that was answered is already complete. */

@@ -28,6 +28,9 @@ typedef struct Server {
         SessionCache *session_cache;
         char *public_url;
         struct OidcProviders *oidc; /* single sign-on providers and their caches */
+        struct Ca *ca;              /* the node CA (<state_dir>/ca) */
+        struct AgentLink *link;     /* the agent link (nng, tls+tcp) */
+        uint64_t epoch;             /* controller epoch, bumped at each start */
         usec_t started_at;
         bool shutting_down;
         size_t inflight_requests;

@@ -290,6 +290,8 @@ int ctl_start(Controller *c)
         argv[n++] = c->ready_file;
         argv[n++] = "--password-scrypt-log-n";
         argv[n++] = "10";
+        argv[n++] = "--agent-listen"; /* parallel controllers must not share 7443 */
+        argv[n++] = "127.0.0.1:0";
         for (size_t i = 0; i < c->n_args; i++)
                 argv[n++] = c->args[i];
         argv[n] = NULL;

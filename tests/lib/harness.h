@@ -52,7 +52,8 @@ typedef struct Controller {
 } Controller;
 
 /* A controller in a fresh temp dir, not started. The default arguments are
- * --listen 127.0.0.1:0 --state-dir --ready-file --password-scrypt-log-n 10;
+ * --listen 127.0.0.1:0 --state-dir --ready-file --password-scrypt-log-n 10
+ * --agent-listen 127.0.0.1:0;
  * arguments added later come after them, so they override. */
 Controller *ctl_new(void);
 /* Adds arguments (NULL-terminated list), kept for restarts. */
