@@ -172,9 +172,8 @@ static int verb_create_admin(int argc, char **argv)
                         if (r >= 0 && (u.roles & role) == 0)
                                 r = audit_log(db, NULL, "user.role_grant", "user", u.id,
                                               "create-admin",
-                                              json_pack("{s:s, s:o}", "role",
-                                                        role_to_string(role), "roles_before",
-                                                        roles_to_json(u.roles)));
+                                              json_pack("{s:s, s:o}", "role", role_to_string(role),
+                                                        "roles_before", roles_to_json(u.roles)));
                         if (r >= 0)
                                 r = users_add_roles(db, u.id, role | ROLE_USER);
                         if (r >= 0)
