@@ -71,7 +71,9 @@ struct Entry {
         const char *body; /* a minimal valid-looking body, or NULL */
         /* Builds the body per call (fresh emails, fresh refresh tokens); malloc'ed. */
         char *(*make_body)(Fixture *f, Caller who);
-        /* Fills the {params} in order (up to 4), per call; values are copied. */
+        /* Fills the {params} in order (up to 4), per call; values are copied.
+         * For a tenant's object: one owned by USER, for every caller, so
+         * OTHER asks for USER's object and must get 404. */
         void (*params)(Fixture *f, Caller who, char vals[][96]);
         /* The call ends the caller's session (logout): sign in again for it. */
         bool spends_session;
@@ -102,6 +104,36 @@ static char *refresh_body(Fixture *f, Caller who)
         Tokens t;
         cr_assert_eq(api_login(f->c, f->acct[as].email, f->acct[as].password, &t), 200);
         return xasprintf("{\"refresh_token\":\"%s\"}", t.refresh);
+}
+
+static char *new_node(Fixture *f)
+{
+        _cleanup_free_ char *body = xasprintf("{\"name\":\"matrix-node-%u\"}", ++f->seq);
+        _cleanup_resp_ HttpResponse *r =
+            api_post(f->c, "/api/v1/admin/nodes", f->acct[ADMIN].t.access, body);
+        cr_assert_eq(r->status, 201, "creating a node: %ld %s", r->status, r->body);
+        const char *id = jstr(r, "node.id");
+        cr_assert(id, "no node.id in %s", r->body);
+        return xstrdup(id);
+}
+
+/* Admins may act on any node; a fresh one per admin call, so that a DELETE
+ * before it in the table changes nothing for the next route. */
+static void node_param(Fixture *f, Caller who, char vals[][96])
+{
+        if (who == ADMIN) {
+                _cleanup_free_ char *id = new_node(f);
+                snprintf(vals[0], 96, "%s", id);
+        } else
+                snprintf(vals[0], 96, "%s", f->node_id);
+}
+
+/* No discovery can exist without a live agent: the admin's answer is the
+ * handler's 404, after authorization (the others never get that far). */
+static void node_and_discovery_params(Fixture *f, Caller who, char vals[][96])
+{
+        node_param(f, who, vals);
+        snprintf(vals[1], 96, "dsc_matrixnone");
 }
 
 /* ---- the expectations, one per route ---- */
@@ -135,6 +167,28 @@ static const Entry entries[] = {
      .body = "{\"code\":\"matrix-code\",\"state\":\"matrix-state\"}"},
     {"POST /api/v1/auth/logout", SIGNED_IN, .spends_session = true},
     {"GET /api/v1/me", SIGNED_IN},
+    /* nodes: admin only */
+    {"GET /api/v1/admin/nodes", ADMIN_ONLY},
+    {"POST /api/v1/admin/nodes", ADMIN_ONLY, .body = "{\"name\":\"matrix-created\"}"},
+    {"GET /api/v1/admin/nodes/{id}", ADMIN_ONLY, .params = node_param},
+    {"DELETE /api/v1/admin/nodes/{id}", ADMIN_ONLY, .params = node_param},
+    {"GET /api/v1/admin/nodes/{id}/slots", ADMIN_ONLY, .params = node_param},
+    /* No agent is online: 409 node_offline for the admin. */
+    {"POST /api/v1/admin/nodes/{id}/slice-topology/discovery", ADMIN_ONLY, .body = "{}",
+     .params = node_param},
+    {"GET /api/v1/admin/nodes/{id}/slice-topology/candidates/{discovery_id}",
+     {E401, E403, E403, E404, E403},
+     .params = node_and_discovery_params},
+    {"POST /api/v1/admin/nodes/{id}/slice-topology/candidates/{discovery_id}/approve",
+     {E401, E403, E403, E404, E403},
+     .body = "{}",
+     .params = node_and_discovery_params},
+    {"GET /api/v1/admin/audit-logs", ADMIN_OR_BILLING},
+    /* The bootstrap token is the credential: the handler's own
+     * bootstrap_token_invalid, never the dispatcher's 401. */
+    {"POST /api/v1/agent/enroll", PUBLIC_ROUTE,
+     .body = "{\"bootstrap_token\":\"gsb_matrixbogus\",\"csr_pem\":\"-----BEGIN CERTIFICATE "
+             "REQUEST-----\\nAA==\\n-----END CERTIFICATE REQUEST-----\\n\"}"},
 };
 
 /* ---- the live route table ---- */
@@ -206,7 +260,20 @@ Test(authz_matrix, every_route_has_an_entry_and_every_entry_a_route)
                         strncat(disagree, lr[i].key, sizeof(disagree) - strlen(disagree) - 1);
                 }
         }
+        /* A tenant route naming an object (a path parameter, open to users)
+         * must hide it from another tenant: 404, never 403 or success. */
+        char leaky[4096] = "";
+        for (size_t k = 0; k < ELEMENTSOF(entries); k++) {
+                const Entry *e = &entries[k];
+                if (strchr(e->route, '{') && e->want[USER] == OK && e->want[OTHER] != E404) {
+                        strncat(leaky, "\n  ", sizeof(leaky) - strlen(leaky) - 1);
+                        strncat(leaky, e->route, sizeof(leaky) - strlen(leaky) - 1);
+                }
+        }
         free(lr);
+        cr_expect(!leaky[0],
+                  "tenant routes with an object id whose other_tenant expectation is not 404:%s",
+                  leaky);
         cr_expect(!missing[0],
                   "routes with no entry in tests/integration/test-authz-matrix.c (decide who "
                   "may call them):%s",
@@ -334,6 +401,8 @@ Test(authz_matrix, every_route_as_every_caller)
         signup(&f, OTHER, "tenant-b@example.com");
         create_admin(&f, ADMIN, "matrix-admin@example.com", "admin");
         create_admin(&f, BILLING, "matrix-billing@example.com", "billing_operator");
+        _cleanup_free_ char *node = new_node(&f);
+        snprintf(f.node_id, sizeof(f.node_id), "%s", node);
 
         LiveRoute *lr = NULL;
         size_t n = live_routes(&lr);
