@@ -4,10 +4,14 @@
  * session for signed-in requests; an empty bucket answers 429 rate_limited
  * with Retry-After (whole seconds, >= 1) and details.retry_after_s, refills
  * with time, and leaves one audit row per key however long the flood. */
+#include <arpa/inet.h>
 #include <criterion/criterion.h>
+#include <netinet/in.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "harness.h"
 
@@ -174,5 +178,38 @@ Test(ratelimit_http, zero_rate_turns_a_limit_off)
                 _cleanup_resp_ HttpResponse *r = get_from(c, ME, t.access, NULL);
                 cr_assert_eq(r->status, 200, "request %d: %s", i, r->body);
         }
+        ctl_stop_clean(c);
+}
+
+static bool have_ipv6_loopback(void)
+{
+        int fd = socket(AF_INET6, SOCK_STREAM, 0);
+        if (fd < 0)
+                return false;
+        struct sockaddr_in6 a = {.sin6_family = AF_INET6, .sin6_addr = IN6ADDR_LOOPBACK_INIT};
+        bool ok = bind(fd, (struct sockaddr *)&a, sizeof(a)) == 0;
+        close(fd);
+        return ok;
+}
+
+Test(ratelimit_http, an_ipv6_client_is_limited_by_its_64)
+{
+        if (!have_ipv6_loopback())
+                cr_skip_test("no IPv6 loopback here");
+        _cleanup_ctl_ Controller *c = ctl_new();
+        ctl_args(c, "--listen", "[::1]:0", "--rate-limit-address-rps", "1",
+                 "--rate-limit-address-burst", "2", NULL);
+        ctl_start_or_fail(c);
+        for (int i = 0; i < 2; i++) {
+                _cleanup_resp_ HttpResponse *r = get_from(c, ME, NULL, NULL);
+                assert_error(r, 401, "unauthenticated");
+        }
+        _cleanup_resp_ HttpResponse *limited = get_from(c, ME, NULL, NULL);
+        assert_rate_limited(limited, "address");
+        /* the bucket (and the audit row) is the /64, not the one address */
+        cr_assert_eq(db_scalar(c, "SELECT COUNT(*) FROM audit_logs WHERE action = "
+                                  "'http.rate_limited' AND target_id = '::/64' AND "
+                                  "json_extract(details, '$.client_addr') = '::1'"),
+                     1);
         ctl_stop_clean(c);
 }
