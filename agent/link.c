@@ -203,6 +203,11 @@ static void after_dial(uv_work_t *w, int status)
                 return;
         }
         l->stats.connects++;
+        /* The challenge may have been handled already: the controller sends it
+         * as soon as the pipe exists, and its message can reach the loop
+         * before this completion does. */
+        if (l->state != LINK_DIALING)
+                return;
         log_info("Connected; waiting for the challenge | endpoint=%s", l->endpoint);
         set_state(l, LINK_AWAIT_CHALLENGE);
         arm_deadline(l, l->hb_timeout_s);
@@ -282,7 +287,9 @@ static int send_envelope(Link *l, const char *type, const void *body, size_t len
         int r = id_new("msg", id);
         if (r < 0)
                 return r;
-        if (!l->conn || l->conn->dial_running)
+        /* A message may arrive (and be answered) before the dial's completion
+         * runs; the socket is this connection's own, so sending is safe. */
+        if (!l->conn)
                 return -ENOTCONN;
         const ProtoHeader h = {.type = type, .id = id, .node = l->node_id, .epoch = l->epoch};
         _cleanup_free_ void *buf = NULL;
@@ -532,7 +539,7 @@ static void handle_message(Link *l, nng_msg *m)
         if (streq(env->type, "link.error")) {
                 on_link_error(l, env);
         } else if (streq(env->type, "link.challenge")) {
-                if (l->state != LINK_AWAIT_CHALLENGE) {
+                if (l->state != LINK_AWAIT_CHALLENGE && l->state != LINK_DIALING) {
                         log_warning("Unexpected link.challenge; redialing | state=%s",
                                     link_state_to_string(l->state));
                         drop_and_redial(l);
