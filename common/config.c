@@ -269,9 +269,6 @@ int config_load_env(Config *c, char *const *envp, char **err)
         for (char *const *e = envp; *e; e++) {
                 if (strncmp(*e, c->env_prefix, pl) != 0)
                         continue;
-                if (c->env_ignore_prefix &&
-                    strncmp(*e, c->env_ignore_prefix, strlen(c->env_ignore_prefix)) == 0)
-                        continue;
                 const char *eq = strchr(*e, '=');
                 if (!eq)
                         continue;
@@ -284,6 +281,12 @@ int config_load_env(Config *c, char *const *envp, char **err)
                         key[i] = (char)tolower((unsigned char)(*e)[pl + i]);
                 key[kl] = '\0';
                 ssize_t i = find_key(c, key, kl);
+                /* Another program's namespace (the controller skips GPUSLICE_AGENT_*)
+                 * is not ours to refuse, but a key we know wins: the controller's
+                 * agent_listen is GPUSLICE_AGENT_LISTEN. */
+                if (i < 0 && c->env_ignore_prefix &&
+                    strncmp(*e, c->env_ignore_prefix, strlen(c->env_ignore_prefix)) == 0)
+                        continue;
                 if (i < 0)
                         return fail(err, -ENOENT,
                                     "environment: unknown variable %.*s (no key \"%s\")",

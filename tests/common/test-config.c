@@ -19,6 +19,7 @@ static const ConfigKey schema[] = {
     {"verbose", CONFIG_BOOL, "false", 0, 0, "a switch"},
     {"state_dir", CONFIG_STRING, NULL, 0, 0, "unset by default"},
     {"heartbeat_timeout_s", CONFIG_INT, "30", 1, 3600, "a multi-word key"},
+    {"agent_listen", CONFIG_STRING, NULL, 0, 0, "a key inside the ignored namespace"},
 };
 
 static Config *new_config(void)
@@ -146,6 +147,19 @@ Test(config, environment_outside_the_prefix_is_ignored, .timeout = 30)
         cr_assert_eq(config_load_env(c, envp, &err), 0, "%s", strempty(err));
         cr_assert_eq(config_get_bool(c, "verbose"), true);
         cr_assert_eq(config_get_int(c, "port"), 80);
+}
+
+/* The controller's agent_listen is GPUSLICE_AGENT_LISTEN, inside the agent's
+ * namespace that the controller otherwise skips: a key it knows is taken. */
+Test(config, known_key_inside_the_ignored_namespace_is_read, .timeout = 30)
+{
+        _cleanup_(config_freep) Config *c = new_config();
+        char *envp[] = {"GPUSLICE_AGENT_LISTEN=127.0.0.1:7443", "GPUSLICE_AGENT_TOKEN=abc", NULL};
+        _cleanup_free_ char *err = NULL;
+
+        cr_assert_eq(config_load_env(c, envp, &err), 0, "%s", strempty(err));
+        cr_assert_str_eq(config_get(c, "agent_listen"), "127.0.0.1:7443");
+        cr_assert_eq(config_source(c, "agent_listen"), CONFIG_SOURCE_ENV);
 }
 
 Test(config, unknown_flag_is_named_and_nothing_is_loaded, .timeout = 30)
