@@ -39,5 +39,9 @@ const size_t agent_n_settings = ELEMENTSOF(agent_settings);
 
 int agent_config_new(Config **ret)
 {
-        return config_new(agent_settings, agent_n_settings, "GPUSLICE_AGENT_", NULL, ret);
+        /* GPUSLICE_AGENT_LISTEN is the controller's agent_listen (the contract
+         * names controller keys GPUSLICE_<KEY>): not ours to refuse when both
+         * daemons share an environment, as under scripts/run.sh. */
+        return config_new(agent_settings, agent_n_settings, "GPUSLICE_AGENT_",
+                          "GPUSLICE_AGENT_LISTEN=", ret);
 }
