@@ -58,7 +58,8 @@ _noreturn_ static void write_and_report(const char *path, const char *value, siz
                 (void)syscall(SYS_close_range, 3, report - 1, 0);
         (void)syscall(SYS_close_range, report + 1, ~0u, 0);
 
-        int fd = open(path, O_WRONLY | O_CLOEXEC | O_NOCTTY);
+        int fd = open(path, O_WRONLY | O_TRUNC | O_CLOEXEC |
+                                O_NOCTTY); /* O_TRUNC as a shell redirect does: a no-op on sysfs */
         if (fd < 0)
                 e = errno;
         else {

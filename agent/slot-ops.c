@@ -10,6 +10,7 @@
 #include "pci-reset.h"
 #include "pci-sysfs.h"
 #include "sriov.h"
+#include "sysfs-path.h"
 
 #define VFIO_DRIVER "vfio-pci"
 
@@ -194,14 +195,19 @@ static int wait_controller(const SlotSpec *s, char **ctrl)
 {
         unsigned long long deadline = pci_now_ms() + step_timeout(s);
         for (;;) {
+                /* The controller takes admin commands once its state is "live"
+                 * (before that, opening /dev/nvmeN is -EAGAIN). */
                 int r = nvme_controller_of(s->root, s->nvme, ctrl);
                 if (r == 0) {
-                        _cleanup_free_ char *rel = NULL;
-                        if (asprintf(&rel, "dev/%s", *ctrl) < 0)
+                        _cleanup_free_ char *rel = NULL, *state = NULL, *dev = NULL;
+                        if (asprintf(&rel, "sys/class/nvme/%s/state", *ctrl) < 0 ||
+                            asprintf(&dev, "dev/%s", *ctrl) < 0)
                                 return -ENOMEM;
-                        return sysfs_wait_path(
-                            s->root, rel, false,
-                            (unsigned)(deadline > pci_now_ms() ? deadline - pci_now_ms() : 1));
+                        if (sysfs_read_attr(s->root, rel, &state) == 0 && streq(state, "live") &&
+                            sysfs_wait_path(s->root, dev, false, 0) == 0)
+                                return 0;
+                        free(*ctrl);
+                        *ctrl = NULL;
                 }
                 if (pci_now_ms() >= deadline)
                         return -ETIMEDOUT;

@@ -106,12 +106,17 @@ static int get_link(struct nl_sock *sk, const char *ifname, struct rtnl_link **r
 
 static int read_vf(struct rtnl_link *link, unsigned vf, VfConfig *ret)
 {
-        _cleanup_(rtnl_link_vf_putp) struct rtnl_link_vf *v = rtnl_link_vf_get(link, vf);
+        _cleanup_(rtnl_link_vf_putp) struct rtnl_link_vf *v = NULL;
         VfConfig c = {0};
-        uint32_t u;
+        uint32_t u, n = 0;
         struct nl_addr *addr = NULL;
         nl_vf_vlans_t *vlans = NULL;
 
+        /* libnl 3.7's rtnl_link_vf_get dereferences a missing VF list: ask
+         * for the count (IFLA_NUM_VF) first. */
+        if (rtnl_link_get_num_vf(link, &n) < 0 || vf >= n)
+                return -ENOENT;
+        v = rtnl_link_vf_get(link, vf);
         if (!v)
                 return -ENOENT;
         if (rtnl_link_vf_get_addr(v, &addr) == 0 && addr && nl_addr_get_len(addr) >= 6)

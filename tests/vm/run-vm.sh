@@ -100,7 +100,7 @@ timeout --kill-after=10 "$boot_timeout" qemu-system-x86_64 \
         -drive file="$work/ns2.img",if=none,id=nvm1,format=raw \
         -device nvme-ns,drive=nvm1,bus=nvme0,nsid=2,detached=on,shared=off \
         -kernel "$kit/vmlinux" -initrd "$work/initrd" \
-        -append "console=ttyS0 intel_iommu=on iommu=pt panic=-1 quiet loglevel=1 rdinit=/init" \
+        -append "console=ttyS0 intel_iommu=on iommu=pt panic=-1 quiet loglevel=${GPUSLICE_VM_LOGLEVEL:-1} rdinit=/init" \
         > "$work/qemu.log" 2>&1
 rc=$?
 t_boot=$(( $(date +%s) - t1 ))
