@@ -150,3 +150,37 @@ T(ids_and_addresses_that_could_inject_are_refused)
         cr_expect_eq(hook_run(tpath("hooks"), "echo", HOOK_START, &c, 1000, &res), -EINVAL);
         cr_expect(hook_id_is_valid("alc_01HZX.a-b"));
 }
+
+/* The shipped example (hooks/qemu-example), on the verbs that need no VM. */
+static char *shipped_hooks(void)
+{
+        char *p;
+        cr_assert(asprintf(&p, "%s/hooks", getenv("GPUSLICE_TEST_SOURCE_ROOT")) >= 0);
+        return p;
+}
+
+T(the_qemu_example_reports_stopped_and_its_console_and_stops_idempotently)
+{
+        _cleanup_free_ char *dir = shipped_hooks();
+        HookContext c = ctx();
+        HookResult res;
+        cr_assert_eq(hook_run(dir, "qemu-example", HOOK_STATUS, &c, 5000, &res), 0);
+        cr_expect_str_eq(res.out, "{\"state\":\"stopped\"}\n");
+        hook_result_done(&res);
+        cr_assert_eq(hook_run(dir, "qemu-example", HOOK_CONSOLE, &c, 5000, &res), 0);
+        cr_expect(strstr(res.out, "\"kind\":\"unix\"") && strstr(res.out, "/slt_1/console.sock"),
+                  "%s", res.out);
+        hook_result_done(&res);
+        cr_expect_eq(hook_run(dir, "qemu-example", HOOK_STOP, &c, 5000, &res), 0);
+        hook_result_done(&res);
+}
+
+T(the_qemu_example_refuses_to_start_without_an_image)
+{
+        _cleanup_free_ char *dir = shipped_hooks();
+        HookContext c = ctx();
+        HookResult res;
+        cr_expect_eq(hook_run(dir, "qemu-example", HOOK_START, &c, 5000, &res), -EPROTO);
+        cr_expect_eq(res.exit_code, 1);
+        hook_result_done(&res);
+}
