@@ -327,9 +327,14 @@ int proto_value_strdup(const ProtoValue *v, size_t max_len, char **ret, char **r
         int r = check_value(v, PROTO_TYPE_STR, max_len, reason);
         if (r < 0)
                 return r;
-        char *s = strndup(v->obj->via.str.ptr, v->obj->via.str.size);
+        /* Not strndup: msgpack strings are not NUL-terminated, and a string
+         * ending at the buffer's edge must not be scanned past its size. */
+        size_t n = v->obj->via.str.size;
+        char *s = malloc(n + 1);
         if (!s)
                 return fail(reason, -ENOMEM, "out of memory");
+        memcpy(s, v->obj->via.str.ptr, n);
+        s[n] = '\0';
         *ret = s;
         return 0;
 }
