@@ -41,6 +41,24 @@ static void password_job_free(void *p)
         free(j);
 }
 
+/* Fills the fields every password job has and queues it on the thread pool.
+ * Takes ownership of j (and of *email) whatever happens. */
+static int password_job_start(Request *r, PasswordJob *j, char **email, const char *password,
+                              AsyncWorkFn work, AsyncDoneFn done)
+{
+        j->email = TAKE_PTR(*email);
+        j->password = strdup(password);
+        j->log_n = r->server->scrypt_log_n;
+        if (!j->password) {
+                password_job_free(j);
+                return -ENOMEM;
+        }
+        int ret = async_run(r, work, done, j, password_job_free);
+        if (ret < 0)
+                password_job_free(j);
+        return ret;
+}
+
 static json_t *token_response(const User *u, const TokenPair *t)
 {
         return json_pack("{s:o, s:s, s:s, s:I, s:s}", "user", user_to_json(u), "access_token",
@@ -147,20 +165,13 @@ int api_auth_signup(Request *r)
         PasswordJob *j = calloc(1, sizeof(*j));
         if (!j)
                 return -ENOMEM;
-        j->email = TAKE_PTR(email);
         j->name = strdup(name);
-        j->password = strdup(json_field_string(b, "password"));
-        j->log_n = s->scrypt_log_n;
-        if (!j->name || !j->password) {
+        if (!j->name) {
                 password_job_free(j);
                 return -ENOMEM;
         }
-        ret = async_run(r, signup_work, signup_done, j, password_job_free);
-        if (ret < 0) {
-                password_job_free(j);
-                return ret;
-        }
-        return 0;
+        return password_job_start(r, j, &email, json_field_string(b, "password"), signup_work,
+                                  signup_done);
 }
 
 /* ---- login ---- */
@@ -263,25 +274,20 @@ int api_auth_login(Request *r)
         (void)ratelimit_take(s->login_account_rl, acct, now, NULL);
 
         PasswordJob *j = calloc(1, sizeof(*j));
-        if (!j)
-                return -ENOMEM;
         _cleanup_(user_done) User u = {0};
-        int ret = users_get_by_email(s->db, email, &u, &j->stored_hash);
-        if (ret < 0 && ret != -ENOENT) {
+        int ret = j ? users_get_by_email(s->db, email, &u, &j->stored_hash) : -ENOMEM;
+        if (ret >= 0 || ret == -ENOENT)
+                ret = password_job_start(r, j, &email, json_field_string(b, "password"), login_work,
+                                         login_done);
+        else
                 password_job_free(j);
-                return http_reply_error(r, ERR_UNAVAILABLE, NULL, "cannot sign in now");
-        }
-        j->email = TAKE_PTR(email);
-        j->password = strdup(json_field_string(b, "password"));
-        j->log_n = s->scrypt_log_n;
-        if (!j->password) {
-                password_job_free(j);
-                return -ENOMEM;
-        }
-        ret = async_run(r, login_work, login_done, j, password_job_free);
         if (ret < 0) {
-                password_job_free(j);
-                return ret;
+                /* Our failure, not a guess: give the attempt back. */
+                ratelimit_refund(s->login_address_rl, addr);
+                ratelimit_refund(s->login_account_rl, acct);
+                if (ret == -ENOMEM)
+                        return ret;
+                return http_reply_error(r, ERR_UNAVAILABLE, NULL, "cannot sign in now");
         }
         return 0;
 }
