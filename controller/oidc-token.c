@@ -106,6 +106,10 @@ int oidc_id_token_validate(const char *jwt, json_t *jwks, const OidcTokenExpect 
         const char *kid = hdr ? cjose_header_get(hdr, CJOSE_HDR_KID, &err) : NULL;
         if (!alg || !(streq(alg, "RS256") || streq(alg, "ES256")))
                 return FAIL(-EBADMSG, "algorithm_not_allowed");
+        /* RFC 7515 4.1.11: extensions listed in "crit" must be understood; we
+         * understand none, so a token that has them is refused. */
+        if (json_object_get((json_t *)hdr, "crit"))
+                return FAIL(-EBADMSG, "critical_header_not_understood");
 
         int r = verify_signature(jws, jwks, alg, kid);
         if (r == -ENOKEY)

@@ -640,3 +640,26 @@ Test(oidc_token, the_signature_is_checked_before_any_claim)
         expect_refused_by(jwt, jwks, &expect, -EPERM, "bad_signature");
         cjose_jwk_release(attacker);
 }
+
+/* RFC 7515 4.1.11: a "crit" header lists extensions the recipient must
+ * understand; the validator understands none, so even a correctly signed
+ * token carrying one is refused. */
+Test(oidc_token, critical_header_extensions_are_refused)
+{
+        cjose_err err;
+        _cleanup_free_ char *payload = json_dumps(claims, JSON_COMPACT);
+        cjose_header_t *h = cjose_header_new(&err);
+        cr_assert_not_null(h);
+        cr_assert(cjose_header_set(h, CJOSE_HDR_ALG, "RS256", &err));
+        cr_assert(cjose_header_set(h, CJOSE_HDR_KID, "rsa-1", &err));
+        cr_assert(cjose_header_set_raw(h, "crit", "[\"exp-ext\"]", &err));
+        cr_assert(cjose_header_set(h, "exp-ext", "1", &err));
+        cjose_jws_t *jws = cjose_jws_sign(rsa, h, (const uint8_t *)payload, strlen(payload), &err);
+        cr_assert_not_null(jws, "%s", err.message);
+        const char *ser = NULL;
+        cr_assert(cjose_jws_export(jws, &ser, &err));
+        _cleanup_free_ char *jwt = strdup(ser);
+        cjose_jws_release(jws);
+        cjose_header_release(h);
+        expect_refused_by(jwt, jwks, &expect, -EBADMSG, "critical_header_not_understood");
+}
