@@ -15,6 +15,10 @@
 /* nng's own redial would race ours: each socket dials once, we redial. */
 #define NNG_NO_REDIAL_MS (24 * 3600 * 1000)
 #define SEND_QUEUE       64
+/* After we send link.error the pipe stays open this long (or until the
+ * controller hangs up), so the error can leave: nng_close discards what is
+ * still queued. */
+#define ERROR_LINGER_USEC (2 * USEC_PER_SEC)
 
 typedef enum {
         EVENT_MESSAGE,
@@ -38,7 +42,10 @@ typedef struct Conn {
         uv_work_t dial_work;
         int dial_rv;
         bool dial_running;
-        bool abandoned; /* the link moved on while the dial ran; free after it */
+        bool abandoned;  /* closed while the dial ran; after_dial frees it */
+        bool error_sent; /* a link.error went out: linger before closing */
+        usec_t close_at; /* lingering: closed then at the latest */
+        struct Conn *next_lingering;
 } Conn;
 
 struct Link {
@@ -55,12 +62,13 @@ struct Link {
         uint64_t epoch;
         uint64_t gen;
         Conn *conn;
+        Conn *lingering; /* dropped after a link.error, closed soon */
 
         uint64_t hb_seq;
         usec_t last_ack;
 
         uv_async_t wake;
-        uv_timer_t redial_timer, deadline_timer, heartbeat_timer;
+        uv_timer_t redial_timer, deadline_timer, heartbeat_timer, linger_timer;
         int open_handles;
         void (*closed)(void *userdata);
         void *closed_userdata;
@@ -136,33 +144,97 @@ static void pipe_removed(nng_pipe p, nng_pipe_ev ev, void *arg)
 
 /* ---- connections ---- */
 
+/* Silences a connection: once this returns, no nng callback of it runs or
+ * will run, so nothing can reach the link any more. nng_close joins the pipe
+ * callbacks (REM_POST runs before a pipe leaves the socket, and the close
+ * waits for that) and aborts the dial, but it does not wait for the receive
+ * aio's callback, which may be pushing a message that arrived just before:
+ * nng_aio_stop waits for it. */
+static void conn_silence(Conn *c)
+{
+        nng_close(c->sock);
+        if (c->rx)
+                nng_aio_stop(c->rx);
+}
+
 static void conn_free(Conn *c)
 {
         if (!c)
                 return;
-        nng_close(c->sock); /* aborts the aio and any dial; waits for callbacks */
-        if (c->rx) {
-                nng_aio_stop(c->rx);
+        conn_silence(c);
+        if (c->rx)
                 nng_aio_free(c->rx);
-        }
         free(c);
+}
+
+/* Closes a connection now. A dial still blocked in the thread pool returns
+ * (its socket is closed) and after_dial frees the connection, which must not
+ * touch the link: the link may be gone by then. */
+static void conn_release(Conn *c)
+{
+        if (c->dial_running) {
+                conn_silence(c);
+                c->abandoned = true;
+        } else
+                conn_free(c);
+}
+
+static void on_linger_timer(uv_timer_t *t);
+
+static void arm_linger_timer(Link *l)
+{
+        if (!l->lingering) {
+                uv_timer_stop(&l->linger_timer);
+                return;
+        }
+        usec_t first = l->lingering->close_at;
+        for (Conn *c = l->lingering; c; c = c->next_lingering)
+                first = MIN(first, c->close_at);
+        usec_t now = now_mono_usec();
+        uint64_t ms = first > now ? (first - now + USEC_PER_MSEC - 1) / USEC_PER_MSEC : 0;
+        uv_timer_start(&l->linger_timer, on_linger_timer, ms, 0);
+}
+
+/* Closes the lingering connections that are due (all with force). */
+static void release_lingering(Link *l, bool force, uint64_t gen_gone)
+{
+        usec_t now = now_mono_usec();
+        for (Conn **p = &l->lingering; *p;) {
+                Conn *c = *p;
+                if (force || c->close_at <= now || c->gen == gen_gone) {
+                        *p = c->next_lingering;
+                        conn_release(c);
+                } else
+                        p = &c->next_lingering;
+        }
+        if (!force)
+                arm_linger_timer(l);
+}
+
+static void on_linger_timer(uv_timer_t *t)
+{
+        release_lingering(t->data, false, 0);
 }
 
 static void schedule_redial(Link *l);
 
-/* Ends the current connection (if any) and schedules the next dial. */
+/* Ends the current connection (if any). One that just sent link.error is
+ * closed a moment later, unless the link is stopping. */
 static void conn_drop(Link *l)
 {
         Conn *c = TAKE_PTR(l->conn);
         uv_timer_stop(&l->deadline_timer);
         uv_timer_stop(&l->heartbeat_timer);
-        if (c) {
-                if (c->dial_running) {
-                        c->abandoned = true;
-                        nng_close(c->sock); /* the dial returns; after_dial frees c */
-                } else
-                        conn_free(c);
-        }
+        if (!c)
+                return;
+        if (c->error_sent && l->state != LINK_STOPPED) {
+                /* Its events no longer match l->conn: they are dropped. */
+                c->close_at = now_mono_usec() + ERROR_LINGER_USEC;
+                c->next_lingering = l->lingering;
+                l->lingering = c;
+                arm_linger_timer(l);
+        } else
+                conn_release(c);
 }
 
 static void drop_and_redial(Link *l)
@@ -183,12 +255,14 @@ static void dial_work(uv_work_t *w)
 static void after_dial(uv_work_t *w, int status)
 {
         Conn *c = w->data;
-        Link *l = c->link;
         c->dial_running = false;
         if (c->abandoned) {
-                conn_free(c);
+                conn_free(c); /* the link may be freed already */
                 return;
         }
+        Link *l = c->link;
+        if (c != l->conn)
+                return; /* lingering after a link.error: release_lingering closes it */
         if (c->dial_rv != 0) {
                 const char *hint = "";
                 if (c->dial_rv == NNG_ECONNREFUSED || c->dial_rv == NNG_EADDRINVAL ||
@@ -351,7 +425,8 @@ static void send_link_error(Link *l, const char *code, const char *message, uint
                 proto_write_kv_uint(&w, "theirs", theirs);
         }
         proto_write_end(&w);
-        (void)send_writer(l, "link.error", &w);
+        if (send_writer(l, "link.error", &w) >= 0)
+                l->conn->error_sent = true;
 }
 
 /* ---- timers ---- */
@@ -589,7 +664,10 @@ static void on_wake(uv_async_t *a)
                 if (!e)
                         return;
                 bool current = l->conn && l->conn->gen == e->gen && l->state != LINK_STOPPED;
-                if (current && e->kind == EVENT_PIPE_GONE) {
+                if (!current && e->kind == EVENT_PIPE_GONE)
+                        /* A lingering connection the controller hung up: done. */
+                        release_lingering(l, false, e->gen);
+                else if (current && e->kind == EVENT_PIPE_GONE) {
                         log_warning("The connection to the controller closed | state=%s",
                                     link_state_to_string(l->state));
                         drop_and_redial(l);
@@ -723,8 +801,10 @@ int link_new(uv_loop_t *loop, const LinkOptions *o, const LinkCallbacks *cb, Lin
         uv_timer_init(loop, &l->redial_timer);
         uv_timer_init(loop, &l->deadline_timer);
         uv_timer_init(loop, &l->heartbeat_timer);
-        l->wake.data = l->redial_timer.data = l->deadline_timer.data = l->heartbeat_timer.data = l;
-        l->open_handles = 4;
+        uv_timer_init(loop, &l->linger_timer);
+        l->wake.data = l->redial_timer.data = l->deadline_timer.data = l->heartbeat_timer.data =
+            l->linger_timer.data = l;
+        l->open_handles = 5;
         *ret = l;
         return 0;
 fail:
@@ -752,13 +832,18 @@ static void on_handle_closed(uv_handle_t *h)
 void link_close(Link *l, void (*done)(void *userdata), void *userdata)
 {
         set_state(l, LINK_STOPPED);
+        /* Every connection is silenced before the handles close: after this no
+         * nng thread calls uv_async_send on l->wake or touches l, which is
+         * freed once the handles are closed. */
         conn_drop(l);
+        release_lingering(l, true, 0);
         l->closed = done;
         l->closed_userdata = userdata;
         uv_close((uv_handle_t *)&l->wake, on_handle_closed);
         uv_close((uv_handle_t *)&l->redial_timer, on_handle_closed);
         uv_close((uv_handle_t *)&l->deadline_timer, on_handle_closed);
         uv_close((uv_handle_t *)&l->heartbeat_timer, on_handle_closed);
+        uv_close((uv_handle_t *)&l->linger_timer, on_handle_closed);
 }
 
 LinkState link_state(const Link *l)

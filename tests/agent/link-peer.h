@@ -22,6 +22,13 @@
 
 #define PEER_NODE_ID "nod_AAAAAAAAAAAAAAAAAAAAAA"
 
+/* How long a test waits for something that should happen "soon". The tests
+ * share loaded machines (sanitizers, parallel builds), so this is a deadline
+ * for a hang, never a measure of speed: assertions about timing use lower
+ * bounds (it waited at least so long) or counts, which a slow machine cannot
+ * break. */
+#define PEER_WAIT_MS 30000
+
 typedef struct Certs {
         char *dir;
         char *ca, *server_cert, *server_key, *node_cert, *node_key;
@@ -146,7 +153,8 @@ static inline void peer_start(Peer *p, const Certs *c, const char *cert, const c
         p->epoch = 7;
         cr_assert_eq(nng_pair1_open(&p->sock), 0);
         nng_socket_set_ms(p->sock, NNG_OPT_RECVTIMEO, 200);
-        nng_socket_set_ms(p->sock, NNG_OPT_SENDTIMEO, 2000);
+        /* A send may wait for the agent's (re)dialed pipe to attach. */
+        nng_socket_set_ms(p->sock, NNG_OPT_SENDTIMEO, PEER_WAIT_MS);
         nng_socket_set_size(p->sock, NNG_OPT_RECVMAXSZ, PROTO_MAX_MESSAGE);
         /* Queue what arrives while the test is not reading, so the pipe keeps
          * reading and notices when the agent hangs up. */
