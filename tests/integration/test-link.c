@@ -17,7 +17,7 @@
 
 #define NODES "/api/v1/admin/nodes"
 
-TestSuite(link, .timeout = 120);
+TestSuite(link, .timeout = 240);
 
 typedef struct Setup {
         Controller *c;
@@ -61,6 +61,11 @@ static HttpResponse *get_node(Setup *s)
 }
 
 /* Polls GET node until field equals want (string or "true"/"false"). */
+/* Upper bounds only, generous for a loaded 2-core machine; polls are 10/s,
+ * well inside the controller's per-address request limit. Lower bounds (a
+ * node must not go offline before its timeout) are checked separately. */
+#define WAIT_MS 30000
+
 static bool wait_node(Setup *s, const char *field, const char *want, long long timeout_ms)
 {
         long long deadline = mono_ms() + timeout_ms;
@@ -75,7 +80,7 @@ static bool wait_node(Setup *s, const char *field, const char *want, long long t
                         return true;
                 if (mono_ms() > deadline)
                         return false;
-                struct timespec ts = {0, 20 * 1000000L};
+                struct timespec ts = {0, 100 * 1000000L};
                 nanosleep(&ts, NULL);
         }
 }
@@ -87,15 +92,15 @@ Test(link, an_enrolled_agent_proves_its_identity_and_comes_online)
         PeerOptions o = peer_opts(&s.n);
         o.agent_version = "peer-9.9";
         TestPeer *p = peer_start(&o);
-        cr_assert(peer_wait_welcomes(p, 1, 10000), "no welcome; controller log:\n%s",
+        cr_assert(peer_wait_welcomes(p, 1, WAIT_MS), "no welcome; controller log:\n%s",
                   ctl_stderr(s.c));
-        cr_assert(wait_node(&s, "online", "true", 5000));
+        cr_assert(wait_node(&s, "online", "true", WAIT_MS));
         _cleanup_resp_ HttpResponse *r = get_node(&s);
         cr_assert_str_eq(jstr(r, "agent_version"), "peer-9.9");
         cr_assert(jstr(r, "last_seen_at"), "%s", r->body);
         cr_assert_str_eq(jstr(r, "state"), "enrolled");
         /* heartbeats are acknowledged */
-        long long deadline = mono_ms() + 5000;
+        long long deadline = mono_ms() + WAIT_MS;
         while (peer_stats(p).acks < 2 && mono_ms() < deadline) {
                 struct timespec ts = {0, 20 * 1000000L};
                 nanosleep(&ts, NULL);
@@ -104,8 +109,8 @@ Test(link, an_enrolled_agent_proves_its_identity_and_comes_online)
         cr_assert_gt(peer_stats(p).last_epoch, 0);
         peer_stop(p);
         /* a closed link: offline at once */
-        cr_assert(wait_node(&s, "online", "false", 5000));
-        cr_assert(wait_node(&s, "state", "offline", 5000));
+        cr_assert(wait_node(&s, "online", "false", WAIT_MS));
+        cr_assert(wait_node(&s, "state", "offline", WAIT_MS));
         ctl_stop_clean(s.c);
         teardown(&s);
         ctl_free(s.c);
@@ -130,7 +135,7 @@ Test(link, a_certificate_from_another_ca_is_refused)
         o.proof_cert = cert;
         o.proof_key = key;
         TestPeer *p = peer_start(&o);
-        cr_assert(peer_wait_error(p, "certificate_rejected", 10000), "last error: %s",
+        cr_assert(peer_wait_error(p, "certificate_rejected", WAIT_MS), "last error: %s",
                   peer_stats(p).last_error);
         cr_assert_eq(peer_stats(p).welcomes, 0);
         peer_stop(p);
@@ -148,7 +153,7 @@ Test(link, a_certificate_from_another_ca_is_refused)
                 nanosleep(&ts, NULL);
         }
         peer_stop(p);
-        cr_assert(wait_node(&s, "online", "false", 1000));
+        cr_assert(wait_node(&s, "online", "false", WAIT_MS));
         ca_free(other);
         tmpdir_remove(dir);
         ctl_stop_clean(s.c);
@@ -165,7 +170,7 @@ Test(link, a_certificate_never_speaks_for_another_node)
         PeerOptions o = peer_opts(&s.n);
         o.node_id = b.node_id; /* node A's certificate and key, claiming B */
         TestPeer *p = peer_start(&o);
-        cr_assert(peer_wait_error(p, "node_mismatch", 10000), "last error: %s",
+        cr_assert(peer_wait_error(p, "node_mismatch", WAIT_MS), "last error: %s",
                   peer_stats(p).last_error);
         cr_assert_eq(peer_stats(p).welcomes, 0);
         peer_stop(p);
@@ -185,25 +190,25 @@ Test(link, deleting_a_node_drops_its_link_and_refuses_it_after)
         setup(&s, "5", 0);
         PeerOptions o = peer_opts(&s.n);
         TestPeer *p = peer_start(&o);
-        cr_assert(peer_wait_welcomes(p, 1, 10000), "no welcome:\n%s", ctl_stderr(s.c));
+        cr_assert(peer_wait_welcomes(p, 1, WAIT_MS), "no welcome:\n%s", ctl_stderr(s.c));
         char path[128];
         snprintf(path, sizeof(path), NODES "/%s", s.n.node_id);
         HttpRequest rq = {.method = "DELETE", .path = path, .bearer = s.admin.access};
         _cleanup_resp_ HttpResponse *d = http_send(s.c, &rq);
         cr_assert_eq(d->status, 200, "%s", d->body);
-        cr_assert(peer_wait_error(p, "certificate_revoked", 5000), "last error: %s",
+        cr_assert(peer_wait_error(p, "certificate_revoked", WAIT_MS), "last error: %s",
                   peer_stats(p).last_error);
         /* it redials and is refused again, never welcomed */
         int challenges = peer_stats(p).challenges;
-        long long deadline = mono_ms() + 5000;
+        long long deadline = mono_ms() + WAIT_MS;
         while (peer_stats(p).challenges == challenges && mono_ms() < deadline) {
                 struct timespec ts = {0, 20 * 1000000L};
                 nanosleep(&ts, NULL);
         }
         cr_assert_gt(peer_stats(p).challenges, challenges, "the peer did not redial");
         cr_assert_eq(peer_stats(p).welcomes, 1);
-        cr_assert(wait_node(&s, "online", "false", 2000));
-        cr_assert(wait_node(&s, "state", "disabled", 2000));
+        cr_assert(wait_node(&s, "online", "false", WAIT_MS));
+        cr_assert(wait_node(&s, "state", "disabled", WAIT_MS));
         peer_stop(p);
         ctl_stop_clean(s.c);
         teardown(&s);
@@ -217,7 +222,7 @@ Test(link, another_protocol_version_is_refused_clearly)
         PeerOptions o = peer_opts(&s.n);
         o.version = 2;
         TestPeer *p = peer_start(&o);
-        cr_assert(peer_wait_error(p, "version_mismatch", 10000), "last error: %s",
+        cr_assert(peer_wait_error(p, "version_mismatch", WAIT_MS), "last error: %s",
                   peer_stats(p).last_error);
         peer_stop(p);
         _cleanup_free_ char *log = ctl_stderr(s.c);
@@ -234,19 +239,19 @@ Test(link, a_silent_agent_goes_offline_and_comes_back_to_its_state)
         PeerOptions o = peer_opts(&s.n);
         o.heartbeat_ms = 0; /* hung: the connection stays open, nothing is said */
         TestPeer *p = peer_start(&o);
-        cr_assert(peer_wait_welcomes(p, 1, 10000), "no welcome:\n%s", ctl_stderr(s.c));
-        cr_assert(wait_node(&s, "online", "true", 2000));
+        cr_assert(peer_wait_welcomes(p, 1, WAIT_MS), "no welcome:\n%s", ctl_stderr(s.c));
+        cr_assert(wait_node(&s, "online", "true", WAIT_MS));
         long long t0 = mono_ms();
-        cr_assert(wait_node(&s, "state", "offline", 6000), "never went offline");
+        cr_assert(wait_node(&s, "state", "offline", WAIT_MS), "never went offline");
         cr_assert_geq(mono_ms() - t0, 1000, "offline before the timeout");
-        cr_assert(wait_node(&s, "online", "false", 1000));
+        cr_assert(wait_node(&s, "online", "false", WAIT_MS));
         peer_stop(p);
         /* a live agent again: back to where it was */
         o.heartbeat_ms = 200;
         p = peer_start(&o);
-        cr_assert(peer_wait_welcomes(p, 1, 10000), "no welcome:\n%s", ctl_stderr(s.c));
-        cr_assert(wait_node(&s, "state", "enrolled", 3000));
-        cr_assert(wait_node(&s, "online", "true", 1000));
+        cr_assert(peer_wait_welcomes(p, 1, WAIT_MS), "no welcome:\n%s", ctl_stderr(s.c));
+        cr_assert(wait_node(&s, "state", "enrolled", WAIT_MS));
+        cr_assert(wait_node(&s, "online", "true", WAIT_MS));
         peer_stop(p);
         ctl_stop_clean(s.c);
         teardown(&s);
@@ -259,15 +264,15 @@ Test(link, agents_reconnect_when_the_controller_restarts)
         setup(&s, "5", free_port());
         PeerOptions o = peer_opts(&s.n);
         TestPeer *p = peer_start(&o);
-        cr_assert(peer_wait_welcomes(p, 1, 10000), "no welcome:\n%s", ctl_stderr(s.c));
+        cr_assert(peer_wait_welcomes(p, 1, WAIT_MS), "no welcome:\n%s", ctl_stderr(s.c));
         uint64_t epoch1 = peer_stats(p).last_epoch;
         ctl_stop_clean(s.c);
         ctl_start_or_fail(s.c);
-        cr_assert(peer_wait_welcomes(p, 2, 15000), "no welcome after the restart:\n%s",
+        cr_assert(peer_wait_welcomes(p, 2, WAIT_MS), "no welcome after the restart:\n%s",
                   ctl_stderr(s.c));
         cr_assert_gt(peer_stats(p).last_epoch, epoch1, "the epoch did not move");
-        cr_assert(wait_node(&s, "online", "true", 3000));
-        cr_assert(wait_node(&s, "state", "enrolled", 1000));
+        cr_assert(wait_node(&s, "online", "true", WAIT_MS));
+        cr_assert(wait_node(&s, "state", "enrolled", WAIT_MS));
         peer_stop(p);
         ctl_stop_clean(s.c);
         teardown(&s);
@@ -363,8 +368,8 @@ Test(link, discovery_review_and_approval)
         PeerOptions o = peer_opts(&s.n);
         o.discovery = doc;
         TestPeer *p = peer_start(&o);
-        cr_assert(peer_wait_welcomes(p, 1, 10000), "no welcome:\n%s", ctl_stderr(s.c));
-        cr_assert(wait_node(&s, "online", "true", 2000));
+        cr_assert(peer_wait_welcomes(p, 1, WAIT_MS), "no welcome:\n%s", ctl_stderr(s.c));
+        cr_assert(wait_node(&s, "online", "true", WAIT_MS));
 
         _cleanup_free_ char *dsc = start_discovery(&s);
         _cleanup_resp_ HttpResponse *c = wait_candidate(&s, dsc);
@@ -375,7 +380,7 @@ Test(link, discovery_review_and_approval)
         cr_assert_str_eq(invariant_ok(c, "invariants", "nvme_ownership"), "ok");
         cr_assert_str_eq(invariant_ok(c, "invariants", "numa_locality"), "ok");
         cr_assert(json_is_null(jget(c, "changes")), "a first discovery compares with nothing");
-        cr_assert(wait_node(&s, "state", "pending_approval", 2000));
+        cr_assert(wait_node(&s, "state", "pending_approval", WAIT_MS));
 
         /* all slots: refused, nothing written */
         long long audits = db_scalar(s.c, "SELECT COUNT(*) FROM audit_logs");
@@ -387,7 +392,7 @@ Test(link, discovery_review_and_approval)
                          "slot-0000:05:00.0");
         cr_assert_eq(db_scalar(s.c, "SELECT COUNT(*) FROM node_resource_slots"), 0);
         cr_assert_eq(db_scalar(s.c, "SELECT COUNT(*) FROM audit_logs"), audits);
-        cr_assert(wait_node(&s, "state", "pending_approval", 100));
+        cr_assert(wait_node(&s, "state", "pending_approval", WAIT_MS));
 
         /* an unknown slot: 400 */
         _cleanup_resp_ HttpResponse *unk = approve(&s, dsc, "{\"slots\":[\"slot-nope\"]}");
@@ -418,15 +423,15 @@ Test(link, discovery_review_and_approval)
         _cleanup_resp_ HttpResponse *c2 = wait_candidate(&s, dsc2);
         cr_assert_str_eq(jstr(c2, "state"), "completed", "%s", c2->body);
         cr_assert(json_is_true(jget(c2, "changes.unchanged")), "%s", c2->body);
-        cr_assert(wait_node(&s, "state", "active", 100));
+        cr_assert(wait_node(&s, "state", "active", WAIT_MS));
         peer_stop(p);
 
         /* changed hardware: slot b's VF moved to another NIC */
         _cleanup_(json_decrefp) json_t *doc2 = discovery_doc("0000:06:00.1");
         o.discovery = doc2;
         p = peer_start(&o);
-        cr_assert(peer_wait_welcomes(p, 1, 10000), "no welcome:\n%s", ctl_stderr(s.c));
-        cr_assert(wait_node(&s, "state", "active", 3000));
+        cr_assert(peer_wait_welcomes(p, 1, WAIT_MS), "no welcome:\n%s", ctl_stderr(s.c));
+        cr_assert(wait_node(&s, "state", "active", WAIT_MS));
         _cleanup_free_ char *dsc3 = start_discovery(&s);
         _cleanup_resp_ HttpResponse *c3 = wait_candidate(&s, dsc3);
         cr_assert(json_is_false(jget(c3, "changes.unchanged")), "%s", c3->body);
@@ -450,7 +455,7 @@ Test(link, discovery_review_and_approval)
         peer_stop(p);
 
         /* no agent: discovery is refused */
-        cr_assert(wait_node(&s, "online", "false", 3000));
+        cr_assert(wait_node(&s, "online", "false", WAIT_MS));
         char path[200];
         snprintf(path, sizeof(path), NODES "/%s/slice-topology/discovery", s.n.node_id);
         _cleanup_resp_ HttpResponse *off = api_post(s.c, path, s.admin.access, "{}");
@@ -474,19 +479,19 @@ Test(link, commands_are_delivered_at_least_once_and_applied_once)
         o.discovery = doc;
         o.ignore_commands = true; /* takes the command, then the link drops */
         TestPeer *p = peer_start(&o);
-        cr_assert(peer_wait_welcomes(p, 1, 10000), "no welcome:\n%s", ctl_stderr(s.c));
-        cr_assert(wait_node(&s, "online", "true", 2000));
+        cr_assert(peer_wait_welcomes(p, 1, WAIT_MS), "no welcome:\n%s", ctl_stderr(s.c));
+        cr_assert(wait_node(&s, "online", "true", WAIT_MS));
         _cleanup_free_ char *dsc = start_discovery(&s);
         int one = 1;
-        cr_assert(peer_wait(p, has_commands, &one, 5000));
+        cr_assert(peer_wait(p, has_commands, &one, WAIT_MS));
         peer_stop(p);
-        cr_assert(wait_node(&s, "online", "false", 3000));
+        cr_assert(wait_node(&s, "online", "false", WAIT_MS));
 
         /* the next connection gets it again, and answers twice */
         o.ignore_commands = false;
         o.reply_twice = true;
         p = peer_start(&o);
-        cr_assert(peer_wait(p, has_commands, &one, 10000), "the command was not resent");
+        cr_assert(peer_wait(p, has_commands, &one, WAIT_MS), "the command was not resent");
         _cleanup_resp_ HttpResponse *c = wait_candidate(&s, dsc);
         cr_assert_str_eq(jstr(c, "state"), "completed", "%s", c->body);
         /* both replies are in before we count */
