@@ -6,6 +6,8 @@
  * but malformed one (a truncated file) is bad input. */
 
 #include <dirent.h>
+#include <limits.h>
+#include <unistd.h>
 #include <hwloc.h>
 #include <sys/stat.h>
 
@@ -89,20 +91,41 @@ static int read_int_attr(const char *root, const char *dir, const char *name, lo
 
 /* Follows dir/name (a sysfs link) and returns the last component of its
  * target; 0 when the link is absent. */
+/* The last component of a link's own target (driver, iommu_group). Only the
+ * directory holding the link is resolved: the target itself need not exist,
+ * since snapshots (scripts/snapshot-sysfs.sh, a clone of the fixtures) keep
+ * the links but not /sys/bus/pci/drivers. The target text is only read,
+ * never followed, so nothing outside the root is touched. */
 static int read_link_basename(const char *root, const char *dir, const char *name, char **ret)
 {
-        _cleanup_free_ char *rel = NULL, *resolved = NULL;
+        _cleanup_free_ char *resolved_dir = NULL, *rel = NULL, *path = NULL;
+        char target[PATH_MAX];
         int r;
 
-        if (asprintf(&rel, "%s/%s", dir, name) < 0)
-                return -ENOMEM;
-        r = sysfs_chase(root, rel, &resolved);
+        r = sysfs_chase(root, dir, &resolved_dir);
         if (r == -ENOENT)
                 return 0;
         if (r < 0)
-                return log_error_errno(r, "Cannot follow link %s/%s: %m", root, rel);
-        const char *b = strrchr(resolved, '/');
-        *ret = strdup(b ? b + 1 : resolved);
+                return log_error_errno(r, "Cannot follow link %s/%s: %m", root, dir);
+        if (asprintf(&rel, "%s/%s", resolved_dir, name) < 0)
+                return -ENOMEM;
+        path = sysfs_join(root, rel);
+        if (!path)
+                return -ENOMEM;
+        ssize_t n = readlink(path, target, sizeof(target) - 1);
+        if (n < 0) {
+                if (errno == ENOENT || errno == EINVAL) /* absent, or not a link */
+                        return 0;
+                return log_error_errno(-errno, "Cannot read link %s: %m", path);
+        }
+        target[n] = '\0';
+        while (n > 1 && target[n - 1] == '/')
+                target[--n] = '\0';
+        const char *b = strrchr(target, '/');
+        b = b ? b + 1 : target;
+        if (*b == '\0' || streq(b, ".") || streq(b, ".."))
+                return 0;
+        *ret = strdup(b);
         return *ret ? 1 : -ENOMEM;
 }
 
