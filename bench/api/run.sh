@@ -56,7 +56,7 @@ size=$(wc -c < "$tmp/www/me.json")
 
 nginx_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 cat > "$tmp/nginx.conf" <<NGX
-worker_processes auto;
+worker_processes ${BENCH_NGINX_WORKERS:-auto};
 pid $tmp/nginx.pid;
 error_log $tmp/nginx-error.log warn;
 events { worker_connections 4096; }
