@@ -7,26 +7,6 @@
 #include "pci-sysfs.h"
 #include "sysfs-path.h"
 
-static int link_basename(const char *root, const char *addr, const char *link, char **ret)
-{
-        _cleanup_free_ char *rel = NULL, *resolved = NULL;
-        int r;
-
-        if (!pci_address_is_valid(addr))
-                return -EINVAL;
-        if (asprintf(&rel, "sys/bus/pci/devices/%s/%s", addr, link) < 0)
-                return -ENOMEM;
-        r = sysfs_chase(root, rel, &resolved);
-        if (r < 0)
-                return r;
-        const char *base = strrchr(resolved, '/');
-        char *s = strdup(base ? base + 1 : resolved);
-        if (!s)
-                return -ENOMEM;
-        *ret = s;
-        return 0;
-}
-
 int pci_driver_of(const char *root, const char *addr, char **ret)
 {
         _cleanup_free_ char *dir = NULL;
@@ -39,7 +19,7 @@ int pci_driver_of(const char *root, const char *addr, char **ret)
                 return -ENOMEM;
         if (access(dir, F_OK) < 0)
                 return -ENODEV;
-        r = link_basename(root, addr, "driver", ret);
+        r = pci_link_basename(root, addr, "driver", ret);
         if (r == -ENOENT) {
                 *ret = NULL;
                 return 0;
@@ -49,7 +29,7 @@ int pci_driver_of(const char *root, const char *addr, char **ret)
 
 int pci_iommu_group(const char *root, const char *addr, char **ret)
 {
-        return link_basename(root, addr, "iommu_group", ret);
+        return pci_link_basename(root, addr, "iommu_group", ret);
 }
 
 static bool valid_driver_name(const char *d)

@@ -141,6 +141,26 @@ int sysfs_write_bounded(const char *root, const char *rel, const char *value, un
         return r;
 }
 
+int pci_link_basename(const char *root, const char *addr, const char *link, char **ret)
+{
+        _cleanup_free_ char *rel = NULL, *resolved = NULL;
+        int r;
+
+        if (!pci_address_is_valid(addr))
+                return -EINVAL;
+        if (asprintf(&rel, "sys/bus/pci/devices/%s/%s", addr, link) < 0)
+                return -ENOMEM;
+        r = sysfs_chase(root, rel, &resolved);
+        if (r < 0)
+                return r;
+        const char *base = strrchr(resolved, '/');
+        char *s = strdup(base ? base + 1 : resolved);
+        if (!s)
+                return -ENOMEM;
+        *ret = s;
+        return 0;
+}
+
 int pci_read_attr(const char *root, const char *addr, const char *attr, char **ret)
 {
         _cleanup_free_ char *rel = NULL;

@@ -30,6 +30,11 @@ int sysfs_write_bounded(const char *root, const char *rel, const char *value, un
 /* Reads an attribute of a PCI device (see sysfs_read_attr). */
 int pci_read_attr(const char *root, const char *addr, const char *attr, char **ret);
 
+/* The last path component of what a device's link (driver, iommu_group,
+ * physfn, virtfnN) resolves to inside root. -EINVAL for a bad address,
+ * -ENOENT without the link, -errno otherwise. */
+int pci_link_basename(const char *root, const char *addr, const char *link, char **ret);
+
 /* Writes an attribute of a PCI device (see sysfs_write_bounded). */
 int pci_write_attr(const char *root, const char *addr, const char *attr, const char *value,
                    unsigned timeout_ms);

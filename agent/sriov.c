@@ -96,24 +96,13 @@ int sriov_set_drivers_autoprobe(const char *root, const char *pf, bool on, unsig
 
 static int link_target_address(const char *root, const char *addr, const char *link, char **ret)
 {
-        _cleanup_free_ char *rel = NULL, *resolved = NULL;
-        int r;
-
-        if (!pci_address_is_valid(addr))
-                return -EINVAL;
-        if (asprintf(&rel, "sys/bus/pci/devices/%s/%s", addr, link) < 0)
-                return -ENOMEM;
-        r = sysfs_chase(root, rel, &resolved);
+        _cleanup_free_ char *base = NULL;
+        int r = pci_link_basename(root, addr, link, &base);
         if (r < 0)
                 return r;
-        const char *base = strrchr(resolved, '/');
-        base = base ? base + 1 : resolved;
         if (!pci_address_is_valid(base))
                 return -EBADMSG;
-        char *s = strdup(base);
-        if (!s)
-                return -ENOMEM;
-        *ret = s;
+        *ret = TAKE_PTR(base);
         return 0;
 }
 
