@@ -58,8 +58,8 @@ const Migration db_migrations[] = {
         .version = 2,
         .name = "oidc_states_user_identities",
         .sql = "CREATE TABLE oidc_states ("
-               "  state_hash BLOB PRIMARY KEY,"  /* SHA-256 of the state */
-               "  binder_hash BLOB NOT NULL,"    /* SHA-256 of the browser cookie */
+               "  state_hash BLOB PRIMARY KEY," /* SHA-256 of the state */
+               "  binder_hash BLOB NOT NULL,"   /* SHA-256 of the browser cookie */
                "  provider TEXT NOT NULL,"
                "  nonce TEXT NOT NULL,"
                "  code_verifier TEXT NOT NULL,"
