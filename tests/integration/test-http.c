@@ -271,32 +271,11 @@ Test(http, http2_prior_knowledge_on_cleartext)
         ctl_stop_clean(c);
 }
 
-static void make_cert(const char *dir, char **cert, char **key)
-{
-        cr_assert(asprintf(cert, "%s/cert.pem", dir) > 0);
-        cr_assert(asprintf(key, "%s/key.pem", dir) > 0);
-        pid_t pid = fork();
-        cr_assert(pid >= 0);
-        if (pid == 0) {
-                int devnull = open("/dev/null", O_WRONLY);
-                dup2(devnull, STDOUT_FILENO);
-                dup2(devnull, STDERR_FILENO);
-                execlp("openssl", "openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
-                       "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", *key, "-out", *cert,
-                       "-days", "1", "-subj", "/CN=localhost", "-addext",
-                       "subjectAltName=IP:127.0.0.1,DNS:localhost", (char *)NULL);
-                _exit(127);
-        }
-        int status;
-        cr_assert_eq(waitpid(pid, &status, 0), pid);
-        cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "openssl req failed (%d)", status);
-}
-
 Test(http, tls_with_http2_by_alpn)
 {
         _cleanup_ctl_ Controller *c = ctl_new();
         char *cert = NULL, *key = NULL;
-        make_cert(c->root, &cert, &key);
+        tls_self_signed_cert(c->root, &cert, &key);
         ctl_args(c, "--tls-cert", cert, "--tls-key", key, NULL);
         c->cainfo = strdup(cert);
         ctl_start_or_fail(c);
@@ -336,7 +315,7 @@ Test(http, tls_cert_without_key_refuses_to_start)
 {
         _cleanup_ctl_ Controller *c = ctl_new();
         char *cert = NULL, *key = NULL;
-        make_cert(c->root, &cert, &key);
+        tls_self_signed_cert(c->root, &cert, &key);
         ctl_args(c, "--tls-cert", cert, NULL);
         cr_assert_eq(ctl_start(c), -ECHILD);
         cr_assert_neq(cli_exit_code(c->wait_status), 0);

@@ -822,3 +822,24 @@ int tcp_read_until_closed(int fd, char *buf, size_t size, long long deadline_ms)
                 buf[len] = '\0';
         }
 }
+
+void tls_self_signed_cert(const char *dir, char **cert, char **key)
+{
+        cr_assert(asprintf(cert, "%s/cert.pem", dir) > 0);
+        cr_assert(asprintf(key, "%s/key.pem", dir) > 0);
+        pid_t pid = fork();
+        cr_assert(pid >= 0);
+        if (pid == 0) {
+                int devnull = open("/dev/null", O_WRONLY);
+                dup2(devnull, STDOUT_FILENO);
+                dup2(devnull, STDERR_FILENO);
+                execlp("openssl", "openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                       "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", *key, "-out", *cert,
+                       "-days", "1", "-subj", "/CN=localhost", "-addext",
+                       "subjectAltName=IP:127.0.0.1,DNS:localhost", (char *)NULL);
+                _exit(127);
+        }
+        int status;
+        cr_assert_eq(waitpid(pid, &status, 0), pid);
+        cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "openssl req failed (%d)", status);
+}

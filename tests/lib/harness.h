@@ -83,6 +83,10 @@ void ctl_free(Controller *c);
 DEFINE_TRIVIAL_CLEANUP_FUNC(Controller *, ctl_free);
 #define _cleanup_ctl_ _cleanup_(ctl_freep)
 
+/* A throwaway self-signed EC certificate for 127.0.0.1/localhost made with
+ * openssl under dir; *cert and *key get malloc'ed paths. Fails the test on error. */
+void tls_self_signed_cert(const char *dir, char **cert, char **key);
+
 /* host and port of the running controller. */
 void ctl_host_port(const Controller *c, char host[static 64], unsigned *port);
 
