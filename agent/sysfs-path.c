@@ -24,14 +24,14 @@ char *sysfs_join(const char *root, const char *rel)
 
 int sysfs_chase(const char *root, const char *rel, char **ret)
 {
-        _cleanup_free_ char *todo = strdup(rel), *done = strdup("");
+        _cleanup_free_ char *remaining = strdup(rel), *done = strdup("");
         unsigned hops = 0;
 
-        if (!todo || !done)
+        if (!remaining || !done)
                 return -ENOMEM;
 
         for (;;) {
-                char *p = todo;
+                char *p = remaining;
                 while (*p == '/')
                         p++;
                 if (*p == '\0')
@@ -41,8 +41,8 @@ int sysfs_chase(const char *root, const char *rel, char **ret)
                 _cleanup_free_ char *rest = strdup(p + len);
                 if (!comp || !rest)
                         return -ENOMEM;
-                free(todo);
-                todo = TAKE_PTR(rest);
+                free(remaining);
+                remaining = TAKE_PTR(rest);
 
                 if (streq(comp, "."))
                         continue;
@@ -79,10 +79,10 @@ int sysfs_chase(const char *root, const char *rel, char **ret)
                         return negative_errno();
                 target[n] = '\0';
                 _cleanup_free_ char *nt = NULL;
-                if (asprintf(&nt, "%s%s", target, todo) < 0)
+                if (asprintf(&nt, "%s%s", target, remaining) < 0)
                         return -ENOMEM;
-                free(todo);
-                todo = TAKE_PTR(nt);
+                free(remaining);
+                remaining = TAKE_PTR(nt);
                 if (target[0] == '/')
                         done[0] = '\0';
         }
