@@ -19,18 +19,6 @@
 
 TestSuite(authz_matrix, .timeout = 240);
 
-static char *xasprintf(const char *fmt, ...) _printf_(1, 2);
-static char *xasprintf(const char *fmt, ...)
-{
-        char *s = NULL;
-        va_list ap;
-        va_start(ap, fmt);
-        int n = vasprintf(&s, fmt, ap);
-        va_end(ap);
-        cr_assert(n >= 0);
-        return s;
-}
-
 static char *xstrdup(const char *s)
 {
         char *d = strdup(s);

@@ -63,18 +63,6 @@ static struct {
         size_t n_hosts;
 } T;
 
-static char *xasprintf(const char *fmt, ...) _printf_(1, 2);
-static char *xasprintf(const char *fmt, ...)
-{
-        va_list ap;
-        char *s = NULL;
-        va_start(ap, fmt);
-        int n = vasprintf(&s, fmt, ap);
-        va_end(ap);
-        cr_assert(n >= 0, "out of memory");
-        return s;
-}
-
 static void pause_ms(long ms)
 {
         struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (ms % 1000) * 1000000L};

@@ -51,8 +51,7 @@ static char *xstrdup(const char *s)
         return d;
 }
 
-static char *xasprintf(const char *fmt, ...) _printf_(1, 2);
-static char *xasprintf(const char *fmt, ...)
+char *xasprintf(const char *fmt, ...)
 {
         va_list ap;
         char *s = NULL;

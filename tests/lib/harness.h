@@ -31,6 +31,9 @@ int write_file(const char *path, const char *content);
 /* Reads a whole file into a malloc'ed NUL-terminated string (NULL on error). */
 char *read_file(const char *path);
 
+/* asprintf that fails the test instead of returning NULL. */
+char *xasprintf(const char *fmt, ...) _printf_(1, 2);
+
 /* Monotonic milliseconds, for deadlines. */
 long long mono_ms(void);
 
