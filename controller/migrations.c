@@ -168,6 +168,137 @@ const Migration db_migrations[] = {
                ") STRICT;"
                "INSERT INTO controller_epoch (id, epoch) VALUES (1, 0);",
     },
+    {
+        .version = 4,
+        .name = "catalog_allocations_tasks_events",
+        /* Owned by catalog.c (skus, images, networks), ssh-keys.c (ssh_keys),
+         * allocations.c (allocations, allocation_slots, the slot columns
+         * added here), tasks.c (tasks) and events.c (events). */
+        .sql = "CREATE TABLE skus ("
+               "  seq INTEGER PRIMARY KEY AUTOINCREMENT,"
+               "  id TEXT NOT NULL UNIQUE,"
+               "  name TEXT NOT NULL,"
+               "  gpu_model TEXT NOT NULL,"
+               "  gpu_memory_gb INTEGER NOT NULL,"
+               "  pci_ids TEXT NOT NULL,"    /* JSON array of "vvvv:dddd", lower case */
+               "  gpu_counts TEXT NOT NULL," /* JSON array of ascending integers */
+               "  price_per_gpu_hour_micros INTEGER NOT NULL,"
+               "  topology TEXT NOT NULL," /* node, numa, switch */
+               "  created_at INTEGER NOT NULL,"
+               "  updated_at INTEGER NOT NULL,"
+               "  deleted_at INTEGER"
+               ") STRICT;"
+               "CREATE UNIQUE INDEX skus_name ON skus(name) WHERE deleted_at IS NULL;"
+               "CREATE TABLE images ("
+               "  seq INTEGER PRIMARY KEY AUTOINCREMENT,"
+               "  id TEXT NOT NULL UNIQUE,"
+               "  name TEXT NOT NULL,"
+               "  description TEXT NOT NULL DEFAULT '',"
+               "  source TEXT NOT NULL DEFAULT ''," /* what the runtime hook boots */
+               "  ssh_user TEXT NOT NULL DEFAULT 'ubuntu',"
+               "  created_at INTEGER NOT NULL,"
+               "  updated_at INTEGER NOT NULL,"
+               "  deleted_at INTEGER"
+               ") STRICT;"
+               "CREATE UNIQUE INDEX images_name ON images(name) WHERE deleted_at IS NULL;"
+               "CREATE TABLE networks ("
+               "  seq INTEGER PRIMARY KEY AUTOINCREMENT,"
+               "  id TEXT NOT NULL UNIQUE,"
+               "  name TEXT NOT NULL,"
+               "  description TEXT NOT NULL DEFAULT '',"
+               "  vlan INTEGER NOT NULL," /* 0 = untagged, else 1..4094 */
+               "  mac_policy TEXT NOT NULL DEFAULT 'generated'," /* generated | hardware */
+               "  spoofchk INTEGER NOT NULL DEFAULT 1,"
+               "  trust INTEGER NOT NULL DEFAULT 0,"
+               "  created_at INTEGER NOT NULL,"
+               "  updated_at INTEGER NOT NULL,"
+               "  deleted_at INTEGER"
+               ") STRICT;"
+               "CREATE UNIQUE INDEX networks_name ON networks(name) WHERE deleted_at IS NULL;"
+               "CREATE TABLE ssh_keys ("
+               "  seq INTEGER PRIMARY KEY AUTOINCREMENT,"
+               "  id TEXT NOT NULL UNIQUE,"
+               "  user_id TEXT NOT NULL REFERENCES users(id),"
+               "  name TEXT NOT NULL,"
+               "  public_key TEXT NOT NULL," /* one OpenSSH line: type base64 [comment] */
+               "  key_type TEXT NOT NULL,"
+               "  fingerprint TEXT NOT NULL," /* SHA256:... as ssh-keygen -l prints it */
+               "  created_at INTEGER NOT NULL,"
+               "  deleted_at INTEGER"
+               ") STRICT;"
+               "CREATE UNIQUE INDEX ssh_keys_user_fp ON ssh_keys(user_id, fingerprint) "
+               "  WHERE deleted_at IS NULL;"
+               "CREATE TABLE allocations ("
+               "  seq INTEGER PRIMARY KEY AUTOINCREMENT,"
+               "  id TEXT NOT NULL UNIQUE,"
+               "  user_id TEXT NOT NULL REFERENCES users(id),"
+               "  state TEXT NOT NULL,"
+               "  sku_id TEXT NOT NULL,"
+               "  gpu_count INTEGER NOT NULL,"
+               "  node_id TEXT,"
+               "  image_id TEXT NOT NULL,"
+               "  network_id TEXT NOT NULL,"
+               "  ssh_key_ids TEXT NOT NULL DEFAULT '[]'," /* JSON array */
+               "  storage TEXT,"                          /* JSON, as asked */
+               "  hourly_cost_micros INTEGER NOT NULL,"
+               "  currency TEXT NOT NULL DEFAULT 'usd',"
+               "  failure_reason TEXT,"
+               "  release_failed_reason TEXT,"
+               "  billing_stopped INTEGER NOT NULL DEFAULT 0,"
+               /* Metering (billing): charged time runs from billing_started_at
+                * (the moment the allocation became active) to billing_ended_at
+                * (release requested, release failed, force release). */
+               "  billing_started_at INTEGER,"
+               "  billing_ended_at INTEGER,"
+               "  connection TEXT," /* JSON {host, port, user} once active */
+               "  mac TEXT,"        /* the VF MAC given to the tenant */
+               "  idempotency_key TEXT,"
+               "  request_hash BLOB," /* SHA-256 of the launch body */
+               "  created_at INTEGER NOT NULL,"
+               "  updated_at INTEGER NOT NULL,"
+               "  released_at INTEGER,"
+               "  UNIQUE (user_id, idempotency_key)"
+               ") STRICT;"
+               "CREATE INDEX allocations_user ON allocations(user_id, seq);"
+               "CREATE INDEX allocations_state ON allocations(state, seq);"
+               "CREATE TABLE allocation_slots ("
+               "  allocation_id TEXT NOT NULL REFERENCES allocations(id),"
+               "  slot_id TEXT NOT NULL REFERENCES node_resource_slots(id),"
+               "  state TEXT NOT NULL DEFAULT 'held'," /* held, returned, quarantined */
+               "  PRIMARY KEY (allocation_id, slot_id)"
+               ") STRICT, WITHOUT ROWID;"
+               "CREATE INDEX allocation_slots_slot ON allocation_slots(slot_id);"
+               "ALTER TABLE node_resource_slots ADD COLUMN allocation_id TEXT;"
+               "ALTER TABLE node_resource_slots ADD COLUMN gpu_pci_ids TEXT;" /* JSON array */
+               "ALTER TABLE node_resource_slots ADD COLUMN switch TEXT;"
+               "ALTER TABLE node_resource_slots ADD COLUMN state_reason TEXT;"
+               "ALTER TABLE node_resource_slots ADD COLUMN updated_at INTEGER;"
+               "CREATE TABLE tasks ("
+               "  seq INTEGER PRIMARY KEY AUTOINCREMENT,"
+               "  id TEXT NOT NULL UNIQUE,"
+               "  allocation_id TEXT NOT NULL REFERENCES allocations(id),"
+               "  kind TEXT NOT NULL,"  /* provision, release */
+               "  state TEXT NOT NULL," /* running, succeeded, failed */
+               "  command_id TEXT,"     /* the node command carrying it */
+               "  steps TEXT NOT NULL DEFAULT '[]'," /* JSON [{name,state,started_at,...}] */
+               "  error TEXT,"
+               "  deadline_at INTEGER,"
+               "  created_at INTEGER NOT NULL,"
+               "  updated_at INTEGER NOT NULL,"
+               "  finished_at INTEGER"
+               ") STRICT;"
+               "CREATE INDEX tasks_allocation ON tasks(allocation_id, seq);"
+               "CREATE INDEX tasks_running ON tasks(state, deadline_at);"
+               "CREATE TABLE events ("
+               "  seq INTEGER PRIMARY KEY AUTOINCREMENT,"
+               "  id TEXT NOT NULL UNIQUE,"
+               "  at INTEGER NOT NULL,"
+               "  type TEXT NOT NULL,"
+               "  subject_id TEXT,"
+               "  data TEXT NOT NULL DEFAULT '{}'"
+               ") STRICT;"
+               "CREATE INDEX events_type ON events(type, seq);",
+    },
 };
 
 const size_t db_n_migrations = sizeof(db_migrations) / sizeof(db_migrations[0]);
