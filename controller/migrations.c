@@ -299,6 +299,138 @@ const Migration db_migrations[] = {
                ") STRICT;"
                "CREATE INDEX events_type ON events(type, seq);",
     },
+    {
+        .version = 5,
+        .name = "ledger_metering_payments",
+        /* Owned by ledger.c (ledger_*), metering.c (allocation_meters,
+         * allocation_charges, billing_alerts), payments.c (payment_sessions,
+         * stripe_events) and refunds.c (refunds). users.balance_micros (migration
+         * 1) is superseded by the ledger and no longer read or written. */
+        .sql = "CREATE TABLE ledger_accounts ("
+               "  id TEXT PRIMARY KEY," /* user:usr_... or platform:<name> */
+               "  user_id TEXT REFERENCES users(id),"
+               "  balance_micros INTEGER NOT NULL DEFAULT 0," /* cache, kept by a trigger */
+               "  created_at INTEGER NOT NULL"
+               ") STRICT, WITHOUT ROWID;"
+               "CREATE TABLE ledger_transactions ("
+               "  seq INTEGER PRIMARY KEY AUTOINCREMENT,"
+               "  id TEXT NOT NULL UNIQUE,"
+               "  at INTEGER NOT NULL,"
+               "  kind TEXT NOT NULL," /* payment, grant, usage, provider_refund, ... */
+               "  idempotency_key TEXT UNIQUE,"
+               "  user_id TEXT,"
+               "  ref_type TEXT,"
+               "  ref_id TEXT,"
+               "  actor_id TEXT,"
+               "  memo TEXT"
+               ") STRICT;"
+               "CREATE INDEX ledger_transactions_user ON ledger_transactions(user_id, seq);"
+               "CREATE TABLE ledger_entries ("
+               "  seq INTEGER PRIMARY KEY AUTOINCREMENT,"
+               "  txn_id TEXT NOT NULL REFERENCES ledger_transactions(id),"
+               "  account_id TEXT NOT NULL REFERENCES ledger_accounts(id),"
+               "  amount_micros INTEGER NOT NULL CHECK (amount_micros != 0),"
+               "  at INTEGER NOT NULL"
+               ") STRICT;"
+               "CREATE INDEX ledger_entries_account ON ledger_entries(account_id, seq);"
+               "CREATE INDEX ledger_entries_txn ON ledger_entries(txn_id);"
+               "CREATE TRIGGER ledger_entries_balance AFTER INSERT ON ledger_entries BEGIN"
+               "  UPDATE ledger_accounts SET balance_micros = balance_micros + NEW.amount_micros"
+               "  WHERE id = NEW.account_id;"
+               "END;"
+               "CREATE TRIGGER ledger_entries_immutable_u BEFORE UPDATE ON ledger_entries BEGIN"
+               "  SELECT RAISE(ABORT, 'ledger entries are immutable');"
+               "END;"
+               "CREATE TRIGGER ledger_entries_immutable_d BEFORE DELETE ON ledger_entries BEGIN"
+               "  SELECT RAISE(ABORT, 'ledger entries are immutable');"
+               "END;"
+               "CREATE TRIGGER ledger_transactions_immutable_u BEFORE UPDATE ON "
+               "  ledger_transactions BEGIN"
+               "  SELECT RAISE(ABORT, 'ledger transactions are immutable');"
+               "END;"
+               "CREATE TRIGGER ledger_transactions_immutable_d BEFORE DELETE ON "
+               "  ledger_transactions BEGIN"
+               "  SELECT RAISE(ABORT, 'ledger transactions are immutable');"
+               "END;"
+               "CREATE TABLE ledger_holds ("
+               "  allocation_id TEXT PRIMARY KEY,"
+               "  user_id TEXT NOT NULL,"
+               "  amount_micros INTEGER NOT NULL,"
+               "  captured_micros INTEGER NOT NULL DEFAULT 0," /* usage posted against it */
+               "  state TEXT NOT NULL," /* pending, posted, voided */
+               "  created_at INTEGER NOT NULL,"
+               "  updated_at INTEGER NOT NULL"
+               ") STRICT, WITHOUT ROWID;"
+               "CREATE INDEX ledger_holds_user ON ledger_holds(user_id, state);"
+               "CREATE TABLE allocation_meters ("
+               "  allocation_id TEXT PRIMARY KEY,"
+               "  user_id TEXT NOT NULL,"
+               "  charged_to INTEGER NOT NULL,"     /* usec: time charged up to */
+               "  charged_micros INTEGER NOT NULL," /* sum of its charges */
+               "  closed INTEGER NOT NULL DEFAULT 0"
+               ") STRICT, WITHOUT ROWID;"
+               "CREATE TABLE allocation_charges ("
+               "  allocation_id TEXT NOT NULL,"
+               "  up_to INTEGER NOT NULL,"
+               "  from_at INTEGER NOT NULL,"
+               "  user_id TEXT NOT NULL,"
+               "  amount_micros INTEGER NOT NULL,"
+               "  txn_id TEXT," /* NULL when the interval rounded to nothing */
+               "  at INTEGER NOT NULL,"
+               "  PRIMARY KEY (allocation_id, up_to)"
+               ") STRICT, WITHOUT ROWID;"
+               "CREATE INDEX allocation_charges_user ON allocation_charges(user_id, up_to);"
+               "CREATE TABLE billing_alerts ("
+               "  user_id TEXT PRIMARY KEY,"
+               "  level INTEGER NOT NULL DEFAULT 0," /* thresholds crossed so far */
+               "  exhausted_at INTEGER,"             /* balance at or below zero since */
+               "  updated_at INTEGER NOT NULL"
+               ") STRICT, WITHOUT ROWID;"
+               "CREATE TABLE payment_sessions ("
+               "  seq INTEGER PRIMARY KEY AUTOINCREMENT,"
+               "  id TEXT NOT NULL UNIQUE,"
+               "  user_id TEXT NOT NULL REFERENCES users(id),"
+               "  amount_micros INTEGER NOT NULL,"
+               "  currency TEXT NOT NULL DEFAULT 'usd',"
+               "  state TEXT NOT NULL," /* pending, completed, expired, failed */
+               "  provider TEXT NOT NULL DEFAULT 'stripe',"
+               "  provider_session_id TEXT UNIQUE," /* cs_... */
+               "  payment_intent TEXT,"
+               "  checkout_url TEXT,"
+               "  failure_reason TEXT,"
+               "  refunded_micros INTEGER NOT NULL DEFAULT 0,"
+               "  created_at INTEGER NOT NULL,"
+               "  updated_at INTEGER NOT NULL,"
+               "  completed_at INTEGER"
+               ") STRICT;"
+               "CREATE INDEX payment_sessions_user ON payment_sessions(user_id, seq);"
+               "CREATE INDEX payment_sessions_intent ON payment_sessions(payment_intent);"
+               "CREATE TABLE stripe_events ("
+               "  id TEXT PRIMARY KEY," /* evt_..., Stripe's */
+               "  type TEXT NOT NULL,"
+               "  created INTEGER,"
+               "  payment_session_id TEXT,"
+               "  outcome TEXT NOT NULL,"
+               "  received_at INTEGER NOT NULL"
+               ") STRICT, WITHOUT ROWID;"
+               "CREATE TABLE refunds ("
+               "  seq INTEGER PRIMARY KEY AUTOINCREMENT,"
+               "  id TEXT NOT NULL UNIQUE,"
+               "  user_id TEXT NOT NULL REFERENCES users(id),"
+               "  payment_id TEXT NOT NULL REFERENCES payment_sessions(id),"
+               "  amount_micros INTEGER NOT NULL,"
+               "  currency TEXT NOT NULL DEFAULT 'usd',"
+               "  kind TEXT NOT NULL,"  /* provider_refund, internal_credit */
+               "  state TEXT NOT NULL," /* pending, succeeded, failed */
+               "  reason TEXT NOT NULL,"
+               "  provider_refund_id TEXT UNIQUE," /* re_... */
+               "  failure_reason TEXT,"
+               "  created_at INTEGER NOT NULL,"
+               "  updated_at INTEGER NOT NULL"
+               ") STRICT;"
+               "CREATE INDEX refunds_user ON refunds(user_id, seq);"
+               "CREATE INDEX refunds_payment ON refunds(payment_id);",
+    },
 };
 
 const size_t db_n_migrations = sizeof(db_migrations) / sizeof(db_migrations[0]);
