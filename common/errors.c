@@ -33,6 +33,9 @@ static const struct {
     [ERR_BOOTSTRAP_TOKEN_EXPIRED] = {"bootstrap_token_expired", 401},
     [ERR_BOOTSTRAP_TOKEN_USED] = {"bootstrap_token_used", 401},
     [ERR_BOOTSTRAP_TOKEN_WRONG_NODE] = {"bootstrap_token_wrong_node", 401},
+    [ERR_NAME_TAKEN] = {"name_taken", 409},
+    [ERR_INVALID_SSH_KEY] = {"invalid_ssh_key", 400},
+    [ERR_SSH_KEY_EXISTS] = {"ssh_key_exists", 409},
 };
 
 const char *error_code_to_string(ErrorCode e)

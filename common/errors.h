@@ -31,6 +31,10 @@ typedef enum {
         ERR_BOOTSTRAP_TOKEN_EXPIRED,
         ERR_BOOTSTRAP_TOKEN_USED,
         ERR_BOOTSTRAP_TOKEN_WRONG_NODE,
+        /* Catalog and SSH keys. */
+        ERR_NAME_TAKEN,      /* 409: a live catalog entry has the name */
+        ERR_INVALID_SSH_KEY, /* 400: details.reason says why */
+        ERR_SSH_KEY_EXISTS,  /* 409: the user already has this key */
         _ERR_MAX,
 } ErrorCode;
 
