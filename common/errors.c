@@ -36,6 +36,7 @@ static const struct {
     [ERR_NAME_TAKEN] = {"name_taken", 409},
     [ERR_INVALID_SSH_KEY] = {"invalid_ssh_key", 400},
     [ERR_SSH_KEY_EXISTS] = {"ssh_key_exists", 409},
+    [ERR_TOO_MANY_SESSIONS] = {"too_many_sessions", 409},
 };
 
 const char *error_code_to_string(ErrorCode e)

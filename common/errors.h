@@ -35,6 +35,8 @@ typedef enum {
         ERR_NAME_TAKEN,      /* 409: a live catalog entry has the name */
         ERR_INVALID_SSH_KEY, /* 400: details.reason says why */
         ERR_SSH_KEY_EXISTS,  /* 409: the user already has this key */
+        /* Console. */
+        ERR_TOO_MANY_SESSIONS, /* 409: the console session limit (details.scope, details.limit) */
         _ERR_MAX,
 } ErrorCode;
 

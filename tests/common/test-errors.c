@@ -42,6 +42,7 @@ static const struct {
     {ERR_NAME_TAKEN, "name_taken", 409},
     {ERR_INVALID_SSH_KEY, "invalid_ssh_key", 400},
     {ERR_SSH_KEY_EXISTS, "ssh_key_exists", 409},
+    {ERR_TOO_MANY_SESSIONS, "too_many_sessions", 409},
 };
 
 Test(errors, the_contract_lists_every_code, .timeout = 30)
