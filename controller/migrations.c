@@ -369,6 +369,23 @@ const Migration db_migrations[] = {
                "  charged_micros INTEGER NOT NULL," /* sum of its charges */
                "  closed INTEGER NOT NULL DEFAULT 0"
                ") STRICT, WITHOUT ROWID;"
+               "CREATE INDEX allocation_meters_open ON allocation_meters(allocation_id) "
+               "  WHERE closed = 0;"
+               /* A meter opens in the same transaction in which the allocation's
+                * billing starts, so the metering tick reads open meters only and
+                * never scans the allocations' history. */
+               "CREATE TRIGGER allocations_meter_open_u AFTER UPDATE OF billing_started_at "
+               "  ON allocations WHEN NEW.billing_started_at IS NOT NULL BEGIN"
+               "  INSERT INTO allocation_meters (allocation_id, user_id, charged_to, "
+               "  charged_micros) VALUES (NEW.id, NEW.user_id, NEW.billing_started_at, 0) "
+               "  ON CONFLICT (allocation_id) DO NOTHING;"
+               "END;"
+               "CREATE TRIGGER allocations_meter_open_i AFTER INSERT ON allocations "
+               "  WHEN NEW.billing_started_at IS NOT NULL BEGIN"
+               "  INSERT INTO allocation_meters (allocation_id, user_id, charged_to, "
+               "  charged_micros) VALUES (NEW.id, NEW.user_id, NEW.billing_started_at, 0) "
+               "  ON CONFLICT (allocation_id) DO NOTHING;"
+               "END;"
                "CREATE TABLE allocation_charges ("
                "  allocation_id TEXT NOT NULL,"
                "  up_to INTEGER NOT NULL,"
@@ -430,6 +447,21 @@ const Migration db_migrations[] = {
                ") STRICT;"
                "CREATE INDEX refunds_user ON refunds(user_id, seq);"
                "CREATE INDEX refunds_payment ON refunds(payment_id);",
+    },
+    {
+        .version = 6,
+        .name = "terminal_tokens",
+        /* Owned by console-tokens.c: single-use console tokens, stored as
+         * SHA-256 hashes, bound to a user and an allocation. */
+        .sql = "CREATE TABLE terminal_tokens ("
+               "  token_hash BLOB PRIMARY KEY,"
+               "  user_id TEXT NOT NULL REFERENCES users(id),"
+               "  allocation_id TEXT NOT NULL REFERENCES allocations(id),"
+               "  created_at INTEGER NOT NULL,"
+               "  expires_at INTEGER NOT NULL,"
+               "  used_at INTEGER"
+               ") STRICT, WITHOUT ROWID;"
+               "CREATE INDEX terminal_tokens_expiry ON terminal_tokens(expires_at);",
     },
 };
 
