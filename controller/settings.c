@@ -77,6 +77,21 @@ const ConfigKey controller_settings[] = {
      "a node with no message for this long is offline (its link is closed)"},
     {"bootstrap_token_ttl_s", CONFIG_INT, "3600", 10, 30 * 86400,
      "how long a node's one-time bootstrap token stays valid"},
+    /* The console (console.c, docs/architecture.md "Console"). */
+    {"console_token_ttl_s", CONFIG_INT, "60", 1, 60,
+     "how long a terminal token stays valid (single use; at most 60 s)"},
+    {"console_idle_timeout_s", CONFIG_INT, "1800", 1, 86400,
+     "a console session with no byte either way for this long is closed"},
+    {"console_max_sessions_per_allocation", CONFIG_INT, "4", 1, 1000,
+     "open console sessions one allocation may have (more: 409 too_many_sessions)"},
+    {"console_max_sessions_per_user", CONFIG_INT, "16", 1, 10000,
+     "open console sessions one user may have (more: 409 too_many_sessions)"},
+    {"console_window_bytes", CONFIG_INT, "65536", 4096, 4194304,
+     "per console session and direction: bytes in flight or buffered in the controller "
+     "(the agent stops reading the terminal when the browser falls this far behind)"},
+    {"metrics_url_template", CONFIG_STRING, NULL, 0, 0,
+     "URL of an allocation's metrics dashboard for clients (GET /api/v1/config), with "
+     "{allocation_id} and {node_id} replaced by the client; unset: null"},
     {"ready_file", CONFIG_STRING, NULL, 0, 0,
      "file to write the bound API address to once listening (for tests and scripts)"},
 };
