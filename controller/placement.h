@@ -37,7 +37,7 @@ typedef enum PlacementTopology {
 const char *placement_topology_to_string(PlacementTopology t);
 PlacementTopology placement_topology_from_string(const char *s);
 
-#define PLACEMENT_MAX_COUNTS 32 /* gpu_counts a SKU may list */
+#define PLACEMENT_MAX_COUNTS 64 /* gpu_counts a SKU may list (SKU_GPU_COUNT_MAX) */
 #define PLACEMENT_MAX_SLOTS  64 /* slots one pick may return */
 
 /* What placement needs to know of a SKU. pci_ids are "vvvv:dddd", lower case. */
@@ -66,6 +66,9 @@ typedef struct PlacementPick {
         char slot_ids[PLACEMENT_MAX_SLOTS][64];
 } PlacementPick;
 
+/* rule borrows the SKU's strings. -EINVAL for an unknown topology. */
+int placement_rule_from_sku(const Sku *sku, PlacementRule *ret);
+
 int placement_new(Placement **ret);
 Placement *placement_free(Placement *p);
 
@@ -77,27 +80,35 @@ int placement_slot_put(Placement *p, const PlacementSlot *slot);
 /* The slot is free ('available') or not; -ENOENT for a slot it does not know. */
 int placement_slot_set_free(Placement *p, const char *slot_id, bool free);
 void placement_slot_remove(Placement *p, const char *slot_id);
-/* Whether the node takes work: online and state active. Unknown nodes are
- * remembered, so the order of slot_put and node_set does not matter. */
-int placement_node_set(Placement *p, const char *node_id, bool schedulable);
+
+typedef enum PlacementNodeStatus {
+        PLACEMENT_NODE_SCHEDULABLE, /* online and active: takes work */
+        PLACEMENT_NODE_OFFLINE,     /* approved and active, but its agent is away */
+        PLACEMENT_NODE_EXCLUDED,    /* draining, disabled, not approved yet */
+} PlacementNodeStatus;
+
+/* Unknown nodes are remembered, so the order of slot_put and node_set does
+ * not matter; a node not set yet counts as excluded. */
+int placement_node_set(Placement *p, const char *node_id, PlacementNodeStatus status);
+/* Re-reads one node (status and every slot) from db, after a transaction
+ * that changed it committed. */
+int placement_node_reload(Placement *p, Db *db, const char *node_id);
 
 /* Best fit for gpu_count slots under rule on a schedulable node: 0 and *ret,
- * or -ENOSPC. Does not change the index (the caller reserves, commits, then
- * calls placement_slot_set_free). Slots in `exclude` are treated as taken
- * (picks made earlier in one batch, not committed yet). */
-int placement_pick(Placement *p, const PlacementRule *rule, unsigned gpu_count,
-                   const char *const *exclude, size_t n_exclude, PlacementPick *ret);
+ * or -ENOSPC. Does not change the index: the launch marks the picked slots
+ * taken (placement_slot_set_free) while its transaction is open and gives
+ * them back if it rolls back (one loop: nothing else runs in between). */
+int placement_pick(Placement *p, const PlacementRule *rule, unsigned gpu_count, PlacementPick *ret);
 
 /* Largest number of matching free slots one group holds, among schedulable
  * nodes (online=true) or among approved nodes that are not schedulable now
- * (online=false: offline or draining). */
+ * (online=false: active but their agent is away). */
 unsigned placement_max_group(Placement *p, const PlacementRule *rule, bool online);
 
 /* Of counts[0..n), those some schedulable node can host now, ascending, into
  * ret_counts (room for n); their number into *ret_n. */
-int placement_rule_available_counts(Placement *p, const PlacementRule *rule,
-                                    const unsigned *counts, size_t n, unsigned *ret_counts,
-                                    size_t *ret_n);
+int placement_rule_available_counts(Placement *p, const PlacementRule *rule, const unsigned *counts,
+                                    size_t n, unsigned *ret_counts, size_t *ret_n);
 
 /* The SKU's gpu_counts that some online node can host right now, ascending,
  * into ret_counts (room for PLACEMENT_MAX_COUNTS); their number into *ret_n.
