@@ -35,3 +35,34 @@ int api_audit_list(Request *r);
 
 /* api-agent.c */
 int api_agent_enroll(Request *r);
+
+/* api-catalog.c */
+int api_catalog_skus(Request *r);
+int api_catalog_images(Request *r);
+int api_catalog_networks(Request *r);
+int api_admin_skus_list(Request *r);
+int api_admin_skus_create(Request *r);
+int api_admin_skus_get(Request *r);
+int api_admin_skus_update(Request *r);
+int api_admin_skus_delete(Request *r);
+int api_admin_images_list(Request *r);
+int api_admin_images_create(Request *r);
+int api_admin_images_get(Request *r);
+int api_admin_images_update(Request *r);
+int api_admin_images_delete(Request *r);
+int api_admin_networks_list(Request *r);
+int api_admin_networks_create(Request *r);
+int api_admin_networks_get(Request *r);
+int api_admin_networks_update(Request *r);
+int api_admin_networks_delete(Request *r);
+
+/* api-ssh-keys.c */
+int api_ssh_keys_list(Request *r);
+int api_ssh_keys_add(Request *r);
+int api_ssh_keys_delete(Request *r);
+
+/* api-config.c */
+int api_config(Request *r);
+
+/* api-events.c */
+int api_events_list(Request *r);

@@ -27,7 +27,8 @@ typedef struct Db Db;
 #define CATALOG_SOURCE_MAX      1024
 #define SKU_GPU_MODEL_MAX       128
 #define SKU_GPU_MEMORY_GB_MAX   4096
-#define SKU_GPU_COUNT_MAX       64
+#define SKU_GPU_COUNT_MAX       64 /* GPUs in one allocation */
+#define SKU_GPU_COUNTS_MAX      32 /* entries of gpu_counts (PLACEMENT_MAX_COUNTS) */
 #define SKU_PCI_IDS_MAX         64
 /* 1,000 USD per GPU-hour: far above any real price, low enough that
  * price * gpu_count * hours never overflows an int64 of micros. */
@@ -85,7 +86,7 @@ typedef struct Network {
 
 /* Which field a create or update refused, and why (for details.field). */
 typedef struct CatalogFieldError {
-        const char *field; /* static string */
+        char field[64]; /* the member's name ("body" when the body is not an object) */
         char message[160];
 } CatalogFieldError;
 
@@ -144,7 +145,7 @@ int catalog_networks_list(Db *db, long long after_seq, int limit,
 
 /* ---- validators (exposed for tests and other modules) ---- */
 
-/* 1..CATALOG_NAME_MAX bytes of valid UTF-8 without control characters. */
+/* 1..CATALOG_NAME_MAX characters (UTF-8) without control characters, not all blank. */
 bool catalog_name_valid(const char *s);
 /* "vvvv:dddd" hex, either case. */
 bool pci_id_valid(const char *s);

@@ -92,6 +92,39 @@ const ConfigKey controller_settings[] = {
     {"metrics_url_template", CONFIG_STRING, NULL, 0, 0,
      "URL of an allocation's metrics dashboard for clients (GET /api/v1/config), with "
      "{allocation_id} and {node_id} replaced by the client; unset: null"},
+    /* Billing and payments (ledger.c, metering.c, payments.c, refunds.c;
+     * docs/operations.md "Payments"). */
+    {"stripe_api_base", CONFIG_STRING, "https://api.stripe.com", 0, 0,
+     "base URL of Stripe's API (tests point it at a fake)"},
+    {"stripe_secret_key", CONFIG_STRING, NULL, 0, 0,
+     "Stripe secret key (sk_live_... or sk_test_...); unset: checkout answers 503 "
+     "payments_not_configured"},
+    {"stripe_webhook_secret", CONFIG_STRING, NULL, 0, 0,
+     "signing secret (whsec_...) of the Stripe webhook endpoint "
+     "/api/v1/billing/webhooks/stripe"},
+    {"stripe_api_version", CONFIG_STRING, "2026-10-28.endive", 0, 0,
+     "Stripe-Version sent with every Stripe call"},
+    {"stripe_webhook_tolerance_s", CONFIG_INT, "300", 1, 3600,
+     "a webhook signed more than this far from now (either way) is refused"},
+    {"stripe_connect_timeout_ms", CONFIG_INT, "3000", 100, 60000,
+     "connect timeout for calls to Stripe"},
+    {"stripe_http_timeout_ms", CONFIG_INT, "20000", 100, 120000,
+     "total timeout for one call to Stripe"},
+    {"checkout_min_micros", CONFIG_INT, "5000000", 10000, 1000000000000LL,
+     "smallest amount one checkout may add (micro-USD; default 5 USD)"},
+    {"checkout_max_micros", CONFIG_INT, "10000000000", 10000, 1000000000000LL,
+     "largest amount one checkout may add (micro-USD; default 10,000 USD)"},
+    {"refund_window_days", CONFIG_INT, "30", 0, 3650,
+     "a payment this young is refunded to the card through Stripe; an older one as "
+     "account credit"},
+    {"metering_interval_s", CONFIG_INT, "60", 1, 3600,
+     "how often running allocations are charged (each is charged per second)"},
+    {"billing_grace_period_s", CONFIG_INT, "900", 0, 7 * 86400,
+     "how long allocations keep running once their owner's balance is used up, before "
+     "they are released with reason insufficient_balance"},
+    {"low_balance_runway_hours", CONFIG_STRING, "24,1", 0, 0,
+     "comma-separated runway thresholds (hours, descending) at which billing.low_balance "
+     "events are emitted"},
     {"ready_file", CONFIG_STRING, NULL, 0, 0,
      "file to write the bound API address to once listening (for tests and scripts)"},
 };
