@@ -1,0 +1,72 @@
+/* SPDX-License-Identifier: MIT */
+#pragma once
+
+/* Usage metering. An allocation accrues per whole second at its quoted
+ * hourly_cost_micros from billing_started_at (the moment it became active)
+ * until billing_ended_at (release requested, release failed, force release)
+ * or, while it runs, until now. A timer charges every open meter in short
+ * intervals (metering_interval_s) and once more at its end; each charge is a
+ * ledger transaction plus an allocation_charges row keyed by
+ * (allocation_id, up_to), written together with the meter's new position in
+ * one SQLite transaction, so a tick that is repeated or interrupted charges
+ * nothing twice. Provisioning time and failed launches are never charged
+ * (their billing never started); nothing after billing_stopped or
+ * billing_ended_at is charged.
+ *
+ * After charging, each owner's runway (balance / burn rate) is compared with
+ * the low_balance_runway_hours thresholds: crossing one emits
+ * "billing.low_balance". An owner whose balance is used up (available balance
+ * at zero with every hold spent, i.e. balance <= 0) gets
+ * billing_grace_period_s, then the allocations still running are released
+ * with reason insufficient_balance. */
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "timeutil.h"
+
+typedef struct Db Db;
+typedef struct Server Server;
+typedef struct Metering Metering;
+
+#define METERING_MAX_THRESHOLDS 8
+
+typedef struct MeteringPolicy {
+        usec_t grace;                                  /* billing_grace_period_s */
+        int64_t thresholds_h[METERING_MAX_THRESHOLDS]; /* descending runway hours */
+        size_t n_thresholds;
+} MeteringPolicy;
+
+/* Parses "24,1" (positive integers, strictly descending). */
+int metering_parse_thresholds(const char *s, MeteringPolicy *p);
+
+typedef struct MeteringTick {
+        size_t meters;          /* open meters looked at */
+        size_t charges;         /* charges posted */
+        size_t closed;          /* meters closed (billing ended) */
+        int64_t charged_micros; /* total charged */
+        size_t events;          /* billing.low_balance events */
+        char **release;         /* allocations to release (insufficient_balance) */
+        size_t n_release;
+} MeteringTick;
+
+void metering_tick_done(MeteringTick *t);
+
+/* Charges every open meter up to now in one transaction of its own and
+ * evaluates the owners' balances; the allocations to release are returned,
+ * not released (the caller does that through the allocations code). */
+int metering_run(Db *db, const MeteringPolicy *p, usec_t now, MeteringTick *ret);
+
+/* Sum of hourly_cost_micros of the user's allocations being charged now. */
+int metering_burn_rate(Db *db, const char *user_id, int64_t *ret);
+
+/* The timer on the server's loop (metering_interval_s); a tick also runs
+ * once at start. */
+int metering_start(Server *s, Metering **ret);
+void metering_stop(Metering *m);
+/* Releases one allocation whose owner ran out of funds (reason
+ * insufficient_balance) through the allocations code. */
+int metering_release(Server *s, const char *allocation_id);
+
+/* Runs a tick now (tests, shutdown). */
+int metering_tick_now(Metering *m);

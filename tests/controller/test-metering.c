@@ -1,0 +1,305 @@
+/* SPDX-License-Identifier: MIT */
+/* metering.c: per-second accrual charged in intervals and at the end, never
+ * for provisioning, failed launches or after billing stopped; idempotent
+ * ticks; low-balance thresholds; release after the grace period. Allocation
+ * rows are written with SQL the way the allocations code leaves them. */
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "db.h"
+#include "harness.h"
+#include "ledger.h"
+#include "metering.h"
+#include "users.h"
+
+#define SEC  1000000ULL
+#define T0   (1800000000ULL * SEC) /* a fixed wall-clock origin */
+#define RATE 3600000LL             /* 3.6 USD an hour: 1000 micro-USD a second */
+
+static char *dir;
+static Db *db;
+static char alice[ID_MAX];
+static MeteringPolicy policy;
+
+static void exec(const char *sql)
+{
+        char *err = NULL;
+        cr_assert_eq(sqlite3_exec(db_handle(db), sql, NULL, NULL, &err), SQLITE_OK, "%s: %s", sql,
+                     err ? err : "");
+}
+
+static long long scalar(const char *sql)
+{
+        sqlite3_stmt *s = NULL;
+        cr_assert_eq(sqlite3_prepare_v2(db_handle(db), sql, -1, &s, NULL), SQLITE_OK, "%s", sql);
+        cr_assert_eq(sqlite3_step(s), SQLITE_ROW, "%s", sql);
+        long long v = sqlite3_column_int64(s, 0);
+        sqlite3_finalize(s);
+        return v;
+}
+
+static void setup(void)
+{
+        dir = tmpdir_new("metering");
+        char *path = xasprintf("%s/gpuslice.db", dir);
+        cr_assert_eq(db_open(path, &db), 0);
+        free(path);
+        User u;
+        cr_assert_eq(users_insert(db, "alice@example.com", "Alice", NULL, ROLE_USER, &u), 0);
+        snprintf(alice, sizeof(alice), "%s", u.id);
+        user_done(&u);
+        policy = (MeteringPolicy){.grace = 300 * SEC};
+        cr_assert_eq(metering_parse_thresholds("24,1", &policy), 0);
+}
+
+static void teardown(void)
+{
+        int64_t sum = -1, bad_accounts = -1, bad_txns = -1;
+        cr_assert_eq(ledger_audit(db, &sum, &bad_accounts, &bad_txns), 0);
+        cr_assert_eq(sum, 0, "ledger sum is %lld", (long long)sum);
+        cr_assert_eq(bad_accounts, 0);
+        cr_assert_eq(bad_txns, 0);
+        db_close(db);
+        tmpdir_remove(dir);
+        free(dir);
+}
+
+TestSuite(metering, .init = setup, .fini = teardown, .timeout = 30);
+
+static void grant(int64_t amount)
+{
+        LedgerPosting p = {.kind = LEDGER_KIND_GRANT, .user_id = alice};
+        cr_assert_eq(ledger_credit_user(db, &p, LEDGER_GRANTS, amount, NULL), 0);
+}
+
+static int64_t balance(void)
+{
+        int64_t b;
+        cr_assert_eq(ledger_balance_micros(db, alice, &b), 0);
+        return b;
+}
+
+/* An allocation row as the allocations code writes it; started/ended 0 = NULL. */
+static void allocation(const char *id, const char *state, int64_t rate, usec_t started,
+                       usec_t ended, int stopped)
+{
+        char *st = started ? xasprintf("%llu", (unsigned long long)started) : strdup("NULL");
+        char *en = ended ? xasprintf("%llu", (unsigned long long)ended) : strdup("NULL");
+        char *sql = xasprintf(
+            "INSERT INTO allocations (id, user_id, state, sku_id, gpu_count, image_id, network_id, "
+            "hourly_cost_micros, billing_started_at, billing_ended_at, billing_stopped, "
+            "created_at, updated_at) VALUES ('%s', '%s', '%s', 'sku_x', 1, 'img_x', 'net_x', "
+            "%lld, %s, %s, %d, %llu, %llu)",
+            id, alice, state, (long long)rate, st, en, stopped, (unsigned long long)T0,
+            (unsigned long long)T0);
+        exec(sql);
+        free(sql);
+        free(st);
+        free(en);
+}
+
+static MeteringTick tick(usec_t now)
+{
+        MeteringTick t;
+        cr_assert_eq(metering_run(db, &policy, now, &t), 0);
+        return t;
+}
+
+static void tick_quiet(usec_t now)
+{
+        MeteringTick t = tick(now);
+        metering_tick_done(&t);
+}
+
+Test(metering, an_active_allocation_is_charged_per_second_in_intervals)
+{
+        grant(1000000000);
+        allocation("alc_a", "active", RATE, T0, 0, 0);
+        tick_quiet(T0 + 100 * SEC + 400000); /* the partial second waits */
+        cr_assert_eq(balance(), 1000000000 - 100000);
+        tick_quiet(T0 + 130 * SEC);
+        cr_assert_eq(balance(), 1000000000 - 130000);
+        cr_assert_eq(scalar("SELECT COUNT(*) FROM allocation_charges"), 2);
+        cr_assert_eq(scalar("SELECT SUM(amount_micros) FROM allocation_charges"), 130000);
+        cr_assert_eq(scalar("SELECT balance_micros FROM ledger_accounts WHERE id = "
+                            "'platform:revenue'"),
+                     130000);
+}
+
+Test(metering, a_repeated_tick_charges_nothing_twice)
+{
+        grant(1000000000);
+        allocation("alc_a", "active", RATE, T0, 0, 0);
+        tick_quiet(T0 + 60 * SEC);
+        MeteringTick t = tick(T0 + 60 * SEC);
+        cr_assert_eq(t.charges, 0);
+        metering_tick_done(&t);
+        /* Time never runs backwards for a meter. */
+        tick_quiet(T0 + 30 * SEC);
+        cr_assert_eq(balance(), 1000000000 - 60000);
+}
+
+Test(metering, provisioning_and_failed_launches_are_never_charged)
+{
+        grant(1000000000);
+        allocation("alc_p", "provisioning", RATE, 0, 0, 0);
+        allocation("alc_f", "failed", RATE, 0, 0, 0);
+        MeteringTick t = tick(T0 + 3600 * SEC);
+        cr_assert_eq(t.meters, 0);
+        cr_assert_eq(t.charges, 0);
+        metering_tick_done(&t);
+        cr_assert_eq(balance(), 1000000000);
+        cr_assert_eq(scalar("SELECT COUNT(*) FROM allocation_meters"), 0);
+}
+
+Test(metering, billing_starts_when_the_allocation_becomes_active)
+{
+        grant(1000000000);
+        allocation("alc_p", "provisioning", RATE, 0, 0, 0);
+        tick_quiet(T0 + 50 * SEC);
+        /* It became active at T0 + 50 s (provisioning took 50 s). */
+        exec("UPDATE allocations SET state = 'active', billing_started_at = 1800000050000000 "
+             "WHERE id = 'alc_p'");
+        tick_quiet(T0 + 80 * SEC);
+        cr_assert_eq(balance(), 1000000000 - 30000);
+}
+
+Test(metering, the_end_is_charged_and_the_meter_closes)
+{
+        grant(1000000000);
+        cr_assert_eq(ledger_hold_place(db, alice, "alc_a", RATE), 0);
+        allocation("alc_a", "active", RATE, T0, 0, 0);
+        tick_quiet(T0 + 60 * SEC);
+        /* Release requested at T0 + 90.5 s. */
+        exec("UPDATE allocations SET state = 'releasing', billing_ended_at = 1800000090500000 "
+             "WHERE id = 'alc_a'");
+        MeteringTick t = tick(T0 + 200 * SEC);
+        cr_assert_eq(t.closed, 1);
+        metering_tick_done(&t);
+        cr_assert_eq(balance(), 1000000000 - 90000);
+        cr_assert_eq(scalar("SELECT closed FROM allocation_meters"), 1);
+        cr_assert_eq(scalar("SELECT state = 'posted' FROM ledger_holds"), 1);
+        int64_t avail;
+        cr_assert_eq(ledger_available_micros(db, alice, &avail), 0);
+        cr_assert_eq(avail, balance(), "a closed hold reserves nothing");
+        t = tick(T0 + 900 * SEC);
+        cr_assert_eq(t.meters, 0);
+        metering_tick_done(&t);
+        cr_assert_eq(balance(), 1000000000 - 90000);
+}
+
+Test(metering, nothing_after_billing_stopped)
+{
+        grant(1000000000);
+        allocation("alc_a", "active", RATE, T0, 0, 0);
+        tick_quiet(T0 + 10 * SEC);
+        /* release_failed: billing stopped at T0 + 20 s. */
+        exec("UPDATE allocations SET state = 'release_failed', billing_stopped = 1, "
+             "billing_ended_at = 1800000020000000 WHERE id = 'alc_a'");
+        tick_quiet(T0 + 5000 * SEC);
+        cr_assert_eq(balance(), 1000000000 - 20000);
+        /* Stopped without an end time: charged up to where it stood. */
+        allocation("alc_b", "active", RATE, T0, 0, 0);
+        tick_quiet(T0 + 5000 * SEC + 10 * SEC);
+        int64_t b = balance();
+        exec("UPDATE allocations SET state = 'release_failed', billing_stopped = 1 "
+             "WHERE id = 'alc_b'");
+        tick_quiet(T0 + 9000 * SEC);
+        cr_assert_eq(balance(), b);
+}
+
+Test(metering, interval_charges_add_up_to_the_whole_without_drift)
+{
+        grant(1000000000);
+        const int64_t rate = 7777777; /* not a multiple of 3600 */
+        allocation("alc_a", "active", rate, T0, 0, 0);
+        for (int s = 7; s <= 7 * 100; s += 7)
+                tick_quiet(T0 + (usec_t)s * SEC);
+        cr_assert_eq(1000000000 - balance(), rate * 700 / 3600);
+}
+
+Test(metering, a_low_runway_emits_one_event_per_threshold)
+{
+        /* 30 hours of runway: no event. */
+        grant(30 * RATE);
+        allocation("alc_a", "active", RATE, T0, 0, 0);
+        MeteringTick t = tick(T0 + SEC);
+        cr_assert_eq(t.events, 0);
+        metering_tick_done(&t);
+        /* Use 7 hours: 23 hours left, below 24. */
+        tick_quiet(T0 + 7 * 3600 * SEC);
+        cr_assert_eq(scalar("SELECT COUNT(*) FROM events WHERE type = 'billing.low_balance'"), 1);
+        tick_quiet(T0 + 8 * 3600 * SEC);
+        cr_assert_eq(scalar("SELECT COUNT(*) FROM events WHERE type = 'billing.low_balance'"), 1);
+        /* Below one hour. */
+        tick_quiet(T0 + (29 * 3600 + 1800) * SEC);
+        cr_assert_eq(scalar("SELECT COUNT(*) FROM events WHERE type = 'billing.low_balance'"), 2);
+        cr_assert_eq(scalar("SELECT json_extract(data, '$.threshold_hours') FROM events WHERE "
+                            "type = 'billing.low_balance' ORDER BY seq DESC LIMIT 1"),
+                     1);
+}
+
+Test(metering, an_exhausted_owner_is_released_after_the_grace_period)
+{
+        grant(60 * 1000); /* one minute */
+        allocation("alc_a", "active", RATE, T0, 0, 0);
+        allocation("alc_r", "releasing", RATE, T0, T0 + 5 * SEC, 0);
+        MeteringTick t = tick(T0 + 60 * SEC);
+        cr_assert_eq(t.n_release, 0, "the grace period starts now");
+        metering_tick_done(&t);
+        cr_assert(balance() <= 0);
+        cr_assert_eq(scalar("SELECT COUNT(*) FROM events WHERE type = 'billing.low_balance' AND "
+                            "json_extract(data, '$.exhausted')"),
+                     1);
+        t = tick(T0 + 300 * SEC);
+        cr_assert_eq(t.n_release, 0);
+        metering_tick_done(&t);
+        t = tick(T0 + 360 * SEC);
+        cr_assert_eq(t.n_release, 1);
+        cr_assert_str_eq(t.release[0], "alc_a");
+        metering_tick_done(&t);
+        /* Charged through the grace period: a negative balance is a debt,
+         * not money destroyed. */
+        cr_assert_eq(balance(), 60 * 1000 - 360 * 1000 - 5 * 1000);
+}
+
+Test(metering, a_top_up_ends_the_grace_period)
+{
+        grant(60 * 1000);
+        allocation("alc_a", "active", RATE, T0, 0, 0);
+        tick_quiet(T0 + 60 * SEC);
+        cr_assert_neq(scalar("SELECT exhausted_at IS NOT NULL FROM billing_alerts"), 0);
+        grant(1000000000);
+        MeteringTick t = tick(T0 + 1000 * SEC);
+        cr_assert_eq(t.n_release, 0);
+        metering_tick_done(&t);
+        cr_assert_eq(scalar("SELECT exhausted_at IS NULL AND level = 0 FROM billing_alerts"), 1);
+}
+
+Test(metering, burn_rate_counts_running_allocations_only)
+{
+        allocation("alc_a", "active", RATE, T0, 0, 0);
+        allocation("alc_b", "active", 2 * RATE, T0, 0, 0);
+        allocation("alc_c", "releasing", 4 * RATE, T0, T0 + SEC, 0);
+        allocation("alc_d", "provisioning", 8 * RATE, 0, 0, 0);
+        int64_t burn;
+        cr_assert_eq(metering_burn_rate(db, alice, &burn), 0);
+        cr_assert_eq(burn, 3 * RATE);
+}
+
+Test(metering, thresholds_parse_strictly)
+{
+        MeteringPolicy p;
+        cr_assert_eq(metering_parse_thresholds("72, 24,1", &p), 0);
+        cr_assert_eq(p.n_thresholds, 3);
+        cr_assert_eq(metering_parse_thresholds("", &p), 0);
+        cr_assert_eq(p.n_thresholds, 0);
+        cr_assert_eq(metering_parse_thresholds("1,24", &p), -EINVAL);
+        cr_assert_eq(metering_parse_thresholds("24,24", &p), -EINVAL);
+        cr_assert_eq(metering_parse_thresholds("0", &p), -EINVAL);
+        cr_assert_eq(metering_parse_thresholds("x", &p), -EINVAL);
+        cr_assert_eq(metering_parse_thresholds("9,8,7,6,5,4,3,2,1", &p), -EINVAL);
+}
