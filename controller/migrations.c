@@ -463,6 +463,17 @@ const Migration db_migrations[] = {
                ") STRICT, WITHOUT ROWID;"
                "CREATE INDEX terminal_tokens_expiry ON terminal_tokens(expires_at);",
     },
+    {
+        .version = 7,
+        .name = "allocation_guards",
+        /* Owned by allocations.c and tasks.c. A slot is held by at most one
+         * allocation at a time, whatever the code above does (the launch's
+         * guarded UPDATE is the first line, this the second); replies find
+         * their task by node command. */
+        .sql = "CREATE UNIQUE INDEX allocation_slots_held ON allocation_slots(slot_id) "
+               "  WHERE state = 'held';"
+               "CREATE INDEX tasks_command ON tasks(command_id);",
+    },
 };
 
 const size_t db_n_migrations = sizeof(db_migrations) / sizeof(db_migrations[0]);
