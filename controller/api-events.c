@@ -25,7 +25,7 @@ int api_events_list(Request *r)
 {
         int limit;
         long long after;
-        if (api_list_params(r, 500, &limit, &after) < 0)
+        if (api_list_params(r, API_LIST_MAX_LIMIT, &limit, &after) < 0)
                 return 0;
         const char *type = http_query(r, "type"), *subject = http_query(r, "subject_id");
         if (type && (!*type || strlen(type) > 128))

@@ -11,7 +11,7 @@
 #include "http.h"
 
 #define API_LIST_DEFAULT_LIMIT 50
-#define API_LIST_MAX_LIMIT     200
+#define API_LIST_MAX_LIMIT     500
 
 /* Reads ?limit= (1..max_limit, default API_LIST_DEFAULT_LIMIT) and ?cursor=.
  * On bad input answers 400 invalid_request (details.field) itself and

@@ -124,6 +124,105 @@ static void node_and_discovery_params(Fixture *f, Caller who, char vals[][96])
         snprintf(vals[1], 96, "dsc_matrixnone");
 }
 
+/* ---- catalog and SSH keys ---- */
+
+static char *sku_body(Fixture *f, Caller who)
+{
+        (void)who;
+        return xasprintf("{\"name\":\"matrix-sku-%u\",\"gpu_model\":\"NVIDIA H100\","
+                         "\"gpu_memory_gb\":80,\"pci_ids\":[\"10de:2330\"],"
+                         "\"gpu_counts\":[1,2],\"price_per_gpu_hour_micros\":1000000,"
+                         "\"topology\":\"node\"}",
+                         ++f->seq);
+}
+
+static char *image_body(Fixture *f, Caller who)
+{
+        (void)who;
+        return xasprintf("{\"name\":\"matrix-image-%u\"}", ++f->seq);
+}
+
+static char *network_body(Fixture *f, Caller who)
+{
+        (void)who;
+        unsigned n = ++f->seq;
+        return xasprintf("{\"name\":\"matrix-network-%u\",\"vlan\":%u}", n, n % 4000 + 1);
+}
+
+/* POSTs body (from make) as the admin to path and returns the new id. */
+static char *admin_create(Fixture *f, const char *path, char *(*make)(Fixture *, Caller))
+{
+        _cleanup_free_ char *body = make(f, ADMIN);
+        _cleanup_resp_ HttpResponse *r = api_post(f->c, path, f->acct[ADMIN].t.access, body);
+        cr_assert_eq(r->status, 201, "POST %s: %ld %s", path, r->status, r->body);
+        const char *id = jstr(r, "id");
+        cr_assert(id, "no id in %s", r->body);
+        return xstrdup(id);
+}
+
+/* Admin routes on one catalog object: a fresh one per admin call (a DELETE
+ * must find it); the others are refused before the id matters. */
+static void catalog_param(Fixture *f, Caller who, char vals[][96], const char *path,
+                          char *(*make)(Fixture *, Caller))
+{
+        if (who == ADMIN) {
+                _cleanup_free_ char *id = admin_create(f, path, make);
+                snprintf(vals[0], 96, "%s", id);
+        } else
+                snprintf(vals[0], 96, "sku_matrixnotlookedupxxx");
+}
+
+static void sku_param(Fixture *f, Caller who, char vals[][96])
+{
+        catalog_param(f, who, vals, "/api/v1/admin/skus", sku_body);
+}
+
+static void image_param(Fixture *f, Caller who, char vals[][96])
+{
+        catalog_param(f, who, vals, "/api/v1/admin/images", image_body);
+}
+
+static void network_param(Fixture *f, Caller who, char vals[][96])
+{
+        catalog_param(f, who, vals, "/api/v1/admin/networks", network_body);
+}
+
+static char *ssh_key_body(Fixture *f, Caller who)
+{
+        (void)who;
+        _cleanup_free_ char *line = ssh_test_public_key(++f->seq, "matrix");
+        return xasprintf("{\"public_key\":\"%s\"}", line);
+}
+
+/* A key of USER's, fresh per call, whoever asks: USER may delete it, every
+ * other caller must be told it does not exist. */
+static void ssh_key_param(Fixture *f, Caller who, char vals[][96])
+{
+        (void)who;
+        _cleanup_free_ char *body = ssh_key_body(f, USER);
+        _cleanup_resp_ HttpResponse *r =
+            api_post(f->c, "/api/v1/access/ssh-keys", f->acct[USER].t.access, body);
+        cr_assert_eq(r->status, 201, "adding a key: %ld %s", r->status, r->body);
+        snprintf(vals[0], 96, "%s", jstr(r, "id"));
+}
+
+/* ---- the console ---- */
+
+/* An allocation of USER's, fresh per call, whoever asks (written straight
+ * into the database: the matrix is about who may ask, not about launching).
+ * Its node has no agent, so USER's answer is the handler's 409. */
+static void terminal_alloc_param(Fixture *f, Caller who, char vals[][96])
+{
+        (void)who;
+        snprintf(vals[0], 96, "alc_matrixterminaltoken%03u", ++f->seq % 1000);
+        _cleanup_free_ char *sql = xasprintf(
+            "INSERT INTO allocations (id, user_id, state, sku_id, gpu_count, node_id, image_id, "
+            "network_id, hourly_cost_micros, created_at, updated_at) VALUES ('%s', '%s', "
+            "'active', 'sku_matrix', 1, '%s', 'img_matrix', 'net_matrix', 0, 1, 1)",
+            vals[0], f->acct[USER].t.user_id, f->node_id);
+        db_exec_rw(f->c, sql);
+}
+
 /* ---- the expectations, one per route ---- */
 
 #define PUBLIC_ROUTE                                                                               \
@@ -172,6 +271,43 @@ static const Entry entries[] = {
      .body = "{}",
      .params = node_and_discovery_params},
     {"GET /api/v1/admin/audit-logs", ADMIN_OR_BILLING},
+    /* catalog: signed-in users list it, admins manage it */
+    {"GET /api/v1/catalog/skus", SIGNED_IN},
+    {"GET /api/v1/catalog/images", SIGNED_IN},
+    {"GET /api/v1/catalog/networks", SIGNED_IN},
+    {"GET /api/v1/admin/skus", ADMIN_ONLY},
+    {"POST /api/v1/admin/skus", ADMIN_ONLY, .make_body = sku_body},
+    {"GET /api/v1/admin/skus/{id}", ADMIN_ONLY, .params = sku_param},
+    {"PATCH /api/v1/admin/skus/{id}", ADMIN_ONLY, .body = "{\"gpu_memory_gb\":81}",
+     .params = sku_param},
+    {"DELETE /api/v1/admin/skus/{id}", ADMIN_ONLY, .params = sku_param},
+    {"GET /api/v1/admin/images", ADMIN_ONLY},
+    {"POST /api/v1/admin/images", ADMIN_ONLY, .make_body = image_body},
+    {"GET /api/v1/admin/images/{id}", ADMIN_ONLY, .params = image_param},
+    {"PATCH /api/v1/admin/images/{id}", ADMIN_ONLY, .body = "{\"description\":\"m\"}",
+     .params = image_param},
+    {"DELETE /api/v1/admin/images/{id}", ADMIN_ONLY, .params = image_param},
+    {"GET /api/v1/admin/networks", ADMIN_ONLY},
+    {"POST /api/v1/admin/networks", ADMIN_ONLY, .make_body = network_body},
+    {"GET /api/v1/admin/networks/{id}", ADMIN_ONLY, .params = network_param},
+    {"PATCH /api/v1/admin/networks/{id}", ADMIN_ONLY, .body = "{\"trust\":false}",
+     .params = network_param},
+    {"DELETE /api/v1/admin/networks/{id}", ADMIN_ONLY, .params = network_param},
+    /* SSH keys: each user's own; anyone else's key does not exist for them */
+    {"GET /api/v1/access/ssh-keys", SIGNED_IN},
+    {"POST /api/v1/access/ssh-keys", SIGNED_IN, .make_body = ssh_key_body},
+    {"DELETE /api/v1/access/ssh-keys/{id}",
+     {E401, OK, E404, E404, E404},
+     .params = ssh_key_param},
+    {"GET /api/v1/config", SIGNED_IN},
+    {"GET /api/v1/admin/events", ADMIN_ONLY},
+    /* The console: only the owner gets a token (409 node_offline here: no
+     * agent); the terminal's token is its credential, and a request that is
+     * no WebSocket handshake is the handler's 400 for everyone. */
+    {"POST /api/v1/allocations/{id}/terminal-token",
+     {E401, OK, E404, E404, E404},
+     .params = terminal_alloc_param},
+    {"GET /api/v1/terminal", PUBLIC_ROUTE},
     /* The bootstrap token is the credential: the handler's own
      * bootstrap_token_invalid, never the dispatcher's 401. */
     {"POST /api/v1/agent/enroll", PUBLIC_ROUTE,

@@ -10,6 +10,7 @@
 #include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -60,6 +61,35 @@ char *xasprintf(const char *fmt, ...)
         va_end(ap);
         cr_assert(n >= 0, "out of memory");
         return s;
+}
+
+char *ssh_test_public_key(unsigned seed, const char *comment)
+{
+        static const char b64[] =
+            "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+        /* string "ssh-ed25519", string of 32 key bytes (RFC 4251 wire format) */
+        unsigned char blob[4 + 11 + 4 + 32] = {0, 0, 0, 11, 's', 's', 'h', '-', 'e', 'd', '2',
+                                               '5', '5', '1', '9', 0, 0, 0, 32};
+        uint32_t x = seed * 2654435761u + 12345u;
+        for (size_t i = 19; i < sizeof(blob); i++) {
+                x ^= x << 13, x ^= x >> 17, x ^= x << 5; /* xorshift32 */
+                blob[i] = (unsigned char)x;
+        }
+        char enc[4 * ((sizeof(blob) + 2) / 3) + 1];
+        size_t o = 0;
+        for (size_t i = 0; i < sizeof(blob); i += 3) {
+                uint32_t v = (uint32_t)blob[i] << 16;
+                if (i + 1 < sizeof(blob))
+                        v |= (uint32_t)blob[i + 1] << 8;
+                if (i + 2 < sizeof(blob))
+                        v |= blob[i + 2];
+                enc[o++] = b64[v >> 18 & 63];
+                enc[o++] = b64[v >> 12 & 63];
+                enc[o++] = i + 1 < sizeof(blob) ? b64[v >> 6 & 63] : '=';
+                enc[o++] = i + 2 < sizeof(blob) ? b64[v & 63] : '=';
+        }
+        enc[o] = '\0';
+        return xasprintf("ssh-ed25519 %s%s%s", enc, comment ? " " : "", comment ? comment : "");
 }
 
 char *tmpdir_new(const char *tag)

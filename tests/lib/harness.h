@@ -34,6 +34,12 @@ char *read_file(const char *path);
 /* asprintf that fails the test instead of returning NULL. */
 char *xasprintf(const char *fmt, ...) _printf_(1, 2);
 
+/* A well-formed OpenSSH public key line, "ssh-ed25519 AAAA... comment", whose
+ * 32 key bytes are derived from seed (distinct seeds: distinct keys and
+ * fingerprints). Not a usable key (nobody has its private half): for tests
+ * of the SSH key routes. malloc'ed. */
+char *ssh_test_public_key(unsigned seed, const char *comment);
+
 /* Monotonic milliseconds, for deadlines. */
 long long mono_ms(void);
 
