@@ -23,6 +23,8 @@ if [ $build_only -eq 0 ]; then
   PKGS+=(
     # benchmarks
     wrk nginx-light
+    # ssh-keygen: the SSH key tests compare fingerprints with its output
+    openssh-client
     # peers for tests (OpenAPI linter, OIDC provider, Stripe library) run on Node
     nodejs
     # the real-kernel host-operation tests (tests/vm): QEMU boots the Debian
