@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* GET /api/v1/admin/audit-logs: the audit log, oldest first, by its sequence
- * number so a cursor survives new rows; filters action, target_id, actor_id. */
+ * number so a cursor survives new rows; filters action, target_id (or
+ * target), target_type, actor_id, from and to. */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -34,12 +35,30 @@ int api_audit_list(Request *r)
             r->server->db,
             "SELECT seq, id, at, actor_id, action, target_type, target_id, reason, details FROM "
             "audit_logs WHERE seq > ?1 AND (?2 IS NULL OR action = ?2) AND (?3 IS NULL OR "
-            "target_id = ?3) AND (?4 IS NULL OR actor_id = ?4) ORDER BY seq LIMIT ?5");
+            "target_id = ?3) AND (?4 IS NULL OR actor_id = ?4) AND (?6 IS NULL OR "
+            "target_type = ?6) AND (?7 = 0 OR at >= ?7) AND (?8 = 0 OR at < ?8) "
+            "ORDER BY seq LIMIT ?5");
         if (!s)
                 return http_reply_error(r, ERR_UNAVAILABLE, NULL, "cannot read the audit log now");
+        /* from/to: RFC 3339, from inclusive, to exclusive. */
+        usec_t range[2] = {0, 0};
+        static const char *const range_names[] = {"from", "to"};
+        for (size_t i = 0; i < 2; i++) {
+                const char *v = http_query(r, range_names[i]);
+                if (v && parse_rfc3339(v, &range[i]) < 0)
+                        return http_reply_invalid_field(r, range_names[i],
+                                                        "%s must be an RFC 3339 timestamp",
+                                                        range_names[i]);
+        }
+        const char *target = http_query(r, "target_id");
+        if (!target)
+                target = http_query(r, "target"); /* the short name */
         sqlite3_bind_int64(s, 1, after);
         db_bind_text(s, 2, http_query(r, "action"));
-        db_bind_text(s, 3, http_query(r, "target_id"));
+        db_bind_text(s, 3, target);
+        db_bind_text(s, 6, http_query(r, "target_type"));
+        sqlite3_bind_int64(s, 7, (sqlite3_int64)range[0]);
+        sqlite3_bind_int64(s, 8, (sqlite3_int64)range[1]);
         db_bind_text(s, 4, http_query(r, "actor_id"));
         sqlite3_bind_int64(s, 5, limit);
         json_t *items = json_array();

@@ -9,7 +9,9 @@
 #include "api.h"
 #include "async.h"
 #include "audit.h"
+#include "ledger.h"
 #include "log.h"
+#include "metering.h"
 #include "passwords.h"
 #include "server.h"
 #include "sessions.h"
@@ -368,13 +370,20 @@ int api_me(Request *r)
         int ret = users_get(s->db, r->auth.user_id, &u);
         if (ret < 0)
                 return http_reply_error(r, ERR_UNAVAILABLE, NULL, "cannot read the account now");
-        /* Allocations arrive with the launch issue; until then nobody has had one,
-         * so a first run is exactly a zero balance. */
-        bool first_run = u.balance_micros == 0;
+        /* The ledger's balance; a first run is a zero balance and no
+         * allocation ever. */
+        int64_t balance = 0;
+        bool had_allocation = false;
+        ret = ledger_balance_micros(s->db, u.id, &balance);
+        if (ret >= 0)
+                ret = metering_user_had_allocation(s->db, u.id, &had_allocation);
+        if (ret < 0)
+                return http_reply_error(r, ERR_UNAVAILABLE, NULL, "cannot read the account now");
+        bool first_run = balance == 0 && !had_allocation;
         return http_reply_json(r, 200,
                                json_pack("{s:o, s:o, s:I, s:s, s:b, s:o}", "user", user_to_json(&u),
                                          "roles", roles_to_json(u.roles), "balance_micros",
-                                         (json_int_t)u.balance_micros, "currency", "USD",
+                                         (json_int_t)balance, "currency", "USD",
                                          "first_run", first_run, "next",
                                          first_run ? json_string("/billing") : json_null()));
 }

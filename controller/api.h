@@ -33,6 +33,17 @@ int api_nodes_approve(Request *r);
 /* api-audit.c */
 int api_audit_list(Request *r);
 
+/* api-allocations.c */
+int api_allocations_quote(Request *r);
+int api_allocations_create(Request *r);
+int api_allocations_list(Request *r);
+int api_allocations_get(Request *r);
+int api_allocations_release(Request *r);
+int api_tasks_get(Request *r);
+int api_admin_allocations_list(Request *r);
+int api_admin_allocations_force_release(Request *r);
+int api_admin_slots_verify(Request *r);
+
 /* api-agent.c */
 int api_agent_enroll(Request *r);
 
@@ -66,3 +77,21 @@ int api_config(Request *r);
 
 /* api-events.c */
 int api_events_list(Request *r);
+
+/* api-console.c */
+int api_terminal_token(Request *r);
+int api_terminal(Request *r);
+
+/* api-billing.c */
+int api_billing_balance(Request *r);
+int api_billing_checkout(Request *r);
+int api_billing_webhook_stripe(Request *r);
+int api_billing_usage(Request *r);
+int api_billing_payments(Request *r);
+int api_billing_refunds_list(Request *r);
+int api_billing_refunds_create(Request *r);
+
+/* api-admin-billing.c */
+int api_admin_user_credits(Request *r);
+int api_admin_payment_sessions(Request *r);
+int api_admin_users(Request *r);

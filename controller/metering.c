@@ -56,6 +56,20 @@ void metering_tick_done(MeteringTick *t)
         *t = (MeteringTick){0};
 }
 
+int metering_user_had_allocation(Db *db, const char *user_id, bool *ret)
+{
+        _cleanup_(db_stmt_resetp) sqlite3_stmt *s =
+            db_stmt(db, "SELECT EXISTS (SELECT 1 FROM allocations WHERE user_id = ?)");
+        if (!s)
+                return -EIO;
+        sqlite3_bind_text(s, 1, user_id, -1, SQLITE_TRANSIENT);
+        int rc = sqlite3_step(s);
+        if (rc != SQLITE_ROW)
+                return db_errno(rc);
+        *ret = sqlite3_column_int(s, 0) != 0;
+        return 0;
+}
+
 int metering_burn_rate(Db *db, const char *user_id, int64_t *ret)
 {
         _cleanup_(db_stmt_resetp) sqlite3_stmt *s = db_stmt(

@@ -20,6 +20,7 @@
  * billing_grace_period_s, then the allocations still running are released
  * with reason insufficient_balance. */
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -56,6 +57,9 @@ void metering_tick_done(MeteringTick *t);
  * evaluates the owners' balances; the allocations to release are returned,
  * not released (the caller does that through the allocations code). */
 int metering_run(Db *db, const MeteringPolicy *p, usec_t now, MeteringTick *ret);
+
+/* Whether the user ever launched an allocation (any state). */
+int metering_user_had_allocation(Db *db, const char *user_id, bool *ret);
 
 /* Sum of hourly_cost_micros of the user's allocations being charged now. */
 int metering_burn_rate(Db *db, const char *user_id, int64_t *ret);

@@ -21,9 +21,13 @@
 #include "async.h"
 #include "audit.h"
 #include "ca.h"
+#include "console.h"
 #include "http.h"
 #include "log.h"
+#include "metering.h"
 #include "nodes.h"
+#include "placement.h"
+#include "provisioner.h"
 #include "oidc-provider.h"
 #include "routes.h"
 
@@ -485,6 +489,9 @@ static void on_signal(uv_signal_t *sig, int signum)
                  s->inflight_requests);
         sd_notify(0, "STOPPING=1");
         close_listener(s);
+        metering_stop(TAKE_PTR(s->metering));
+        /* Console sessions end with an error frame; the shutdown waits for them. */
+        console_shutdown(s->console);
         /* HTTP/2 gets GOAWAY, HTTP/1 closes after the response in progress. */
         h2o_context_request_shutdown(&s->internal->h2o_ctx);
         s->internal->shutdown_deadline =
@@ -518,6 +525,18 @@ static int start_nodes(Server *s)
                 r = nodes_all_offline_flag(s->db);
         if (r < 0)
                 return log_error_errno(r, "cannot bump the controller epoch");
+        /* The placement index and the allocation tasks, before the link: the
+         * replies that arrive after the first hello need both. */
+        r = placement_new(&s->placement);
+        if (r >= 0)
+                r = placement_load(s->placement, s->db);
+        if (r >= 0)
+                r = provisioner_start(s, &s->provisioner);
+        if (r < 0)
+                return log_error_errno(r, "cannot start placement and the allocation tasks");
+        r = console_new(s, &s->console);
+        if (r < 0)
+                return log_oom();
         r = agent_link_start(s, s->ca, &s->link);
         if (r < 0) {
                 agent_link_stop(TAKE_PTR(s->link));
@@ -658,6 +677,9 @@ int server_run(Config *config)
         internal.max_body_bytes = (size_t)config_get_int(config, "max_body_bytes");
         r = start_nodes(&s);
         if (r < 0) {
+                provisioner_stop(s.provisioner);
+                s.placement = placement_free(s.placement);
+                console_free(s.console);
                 ca_free(s.ca);
                 ratelimiter_free(s.login_account_rl);
                 ratelimiter_free(s.login_address_rl);
@@ -668,6 +690,9 @@ int server_run(Config *config)
         }
 
         r = start_hardening(&s);
+        if (r < 0)
+                goto finish;
+        r = metering_start(&s, &s.metering);
         if (r < 0)
                 goto finish;
 
@@ -759,8 +784,12 @@ int server_run(Config *config)
 
 finish:
         close_listener(&s);
+        metering_stop(TAKE_PTR(s.metering));
         stop_hardening(&internal);
+        provisioner_stop(s.provisioner);
+        console_free(s.console);
         agent_link_stop(s.link);
+        s.placement = placement_free(s.placement);
         ca_free(s.ca);
         /* The h2o context, remaining idle connections and the loop are left to
          * process exit: h2o 2.2 cannot close idle keep-alive connections on

@@ -30,6 +30,8 @@ typedef struct Server {
         struct OidcProviders *oidc; /* single sign-on providers and their caches */
         struct Ca *ca;              /* the node CA (<state_dir>/ca) */
         struct AgentLink *link;     /* the agent link (nng, tls+tcp) */
+        struct Console *console;    /* console sessions (WebSocket <-> agent) */
+        struct Metering *metering;  /* usage charges on a timer (metering.h) */
         struct Placement *placement; /* free approved slots (placement.h), made at start */
         struct Provisioner *provisioner; /* drives allocation tasks (provisioner.h) */
         uint64_t epoch;             /* controller epoch, bumped at each start */

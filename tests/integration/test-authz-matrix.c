@@ -223,6 +223,77 @@ static void terminal_alloc_param(Fixture *f, Caller who, char vals[][96])
         db_exec_rw(f->c, sql);
 }
 
+/* ---- billing ---- */
+
+/* A completed payment of USER's, fresh per call, whoever asks (written
+ * straight into the database: no Stripe here). USER's refund request gets
+ * past authorization (503 payments_not_configured for a provider refund);
+ * everyone else is told the payment does not exist. */
+static char *refund_body(Fixture *f, Caller who)
+{
+        (void)who;
+        char id[40];
+        /* 22 characters; the last one carries 4 zero bits (id_valid). */
+        snprintf(id, sizeof(id), "pay_matrixrefundpaymen%03uA", ++f->seq % 1000);
+        _cleanup_free_ char *sql = xasprintf(
+            "INSERT INTO payment_sessions (id, user_id, amount_micros, state, payment_intent, "
+            "created_at, updated_at, completed_at) VALUES ('%s', '%s', 5000000, 'completed', "
+            "'pi_matrix', 1, 1, strftime('%%s', 'now') * 1000000)",
+            id, f->acct[USER].t.user_id);
+        db_exec_rw(f->c, sql);
+        return xasprintf("{\"payment_id\":\"%s\",\"amount_micros\":10000,"
+                         "\"reason\":\"matrix\"}",
+                         id);
+}
+
+static void user_param(Fixture *f, Caller who, char vals[][96])
+{
+        (void)who;
+        snprintf(vals[0], 96, "%s", f->acct[USER].t.user_id);
+}
+
+/* ---- allocations ---- */
+
+/* An active allocation of USER's with a finished task, fresh per call,
+ * whoever asks (written straight into the database). USER's release and an
+ * admin's force release get past authorization; anyone else is told the
+ * allocation (or task) does not exist. */
+static void user_alloc(Fixture *f, char alloc[96], char task[96])
+{
+        unsigned n = ++f->seq % 1000000;
+        snprintf(alloc, 96, "alc_matrixallocation%06u", n);
+        snprintf(task, 96, "tsk_matrixtaskxxxxxx%06u", n);
+        _cleanup_free_ char *sql = xasprintf(
+            "INSERT INTO allocations (id, user_id, state, sku_id, gpu_count, node_id, image_id, "
+            "network_id, hourly_cost_micros, created_at, updated_at) VALUES ('%s', '%s', "
+            "'active', 'sku_matrix', 1, '%s', 'img_matrix', 'net_matrix', 0, 1, 1);"
+            "INSERT INTO tasks (id, allocation_id, kind, state, created_at, updated_at) VALUES "
+            "('%s', '%s', 'provision', 'succeeded', 1, 1)",
+            alloc, f->acct[USER].t.user_id, f->node_id, task, alloc);
+        db_exec_rw(f->c, sql);
+}
+
+static void alloc_param(Fixture *f, Caller who, char vals[][96])
+{
+        (void)who;
+        char task[96];
+        user_alloc(f, vals[0], task);
+}
+
+static void task_param(Fixture *f, Caller who, char vals[][96])
+{
+        (void)who;
+        char alloc[96];
+        user_alloc(f, alloc, vals[0]);
+}
+
+/* No slot exists on a fresh node: the admin gets the handler's 404. */
+static void node_and_slot_params(Fixture *f, Caller who, char vals[][96])
+{
+        node_param(f, who, vals);
+        snprintf(vals[1], 96, "slt_matrixnoslotxxxxxxxxxx");
+}
+
 /* ---- the expectations, one per route ---- */
 
 #define PUBLIC_ROUTE                                                                               \
@@ -308,6 +379,41 @@ static const Entry entries[] = {
      {E401, OK, E404, E404, E404},
      .params = terminal_alloc_param},
     {"GET /api/v1/terminal", PUBLIC_ROUTE},
+    /* Billing: each user's own; no Stripe configured here, so checkout and
+     * the webhook answer 503 payments_not_configured after authorization. */
+    {"GET /api/v1/billing/balance", SIGNED_IN},
+    {"POST /api/v1/billing/checkout", SIGNED_IN, .body = "{\"amount_micros\":5000000}"},
+    {"POST /api/v1/billing/webhooks/stripe", PUBLIC_ROUTE, .body = "{}"},
+    {"GET /api/v1/billing/usage", SIGNED_IN},
+    {"GET /api/v1/billing/payments", SIGNED_IN},
+    {"GET /api/v1/billing/refunds", SIGNED_IN},
+    {"POST /api/v1/billing/refunds",
+     {E401, OK, E404, E404, E404},
+     .make_body = refund_body},
+    {"POST /api/v1/admin/users/{id}/credits", ADMIN_ONLY,
+     .body = "{\"amount_micros\":1000000,\"reason\":\"matrix\"}",
+     .params = user_param},
+    {"GET /api/v1/admin/users", ADMIN_OR_BILLING},
+    {"GET /api/v1/admin/payment-sessions", ADMIN_OR_BILLING},
+    /* Allocations: each tenant's own (an admin is another tenant here: 404);
+     * a launch without an Idempotency-Key and a quote of an unknown SKU are
+     * the handler's 400s, after authorization. */
+    {"POST /api/v1/allocations/quote", SIGNED_IN, .body = "{}"},
+    {"POST /api/v1/allocations", SIGNED_IN, .body = "{}"},
+    {"GET /api/v1/allocations", SIGNED_IN},
+    {"GET /api/v1/allocations/{id}", {E401, OK, E404, E404, E404}, .params = alloc_param},
+    {"POST /api/v1/allocations/{id}/release",
+     {E401, OK, E404, E404, E404},
+     .params = alloc_param},
+    {"GET /api/v1/tasks/{id}", {E401, OK, E404, OK, E404}, .params = task_param},
+    {"GET /api/v1/admin/allocations", ADMIN_ONLY},
+    {"POST /api/v1/admin/allocations/{id}/force-release", ADMIN_ONLY,
+     .body = "{\"reason\":\"matrix\"}",
+     .params = alloc_param},
+    {"POST /api/v1/admin/nodes/{id}/slots/{slot_id}/verify",
+     {E401, E403, E403, E404, E403},
+     .body = "{}",
+     .params = node_and_slot_params},
     /* The bootstrap token is the credential: the handler's own
      * bootstrap_token_invalid, never the dispatcher's 401. */
     {"POST /api/v1/agent/enroll", PUBLIC_ROUTE,
