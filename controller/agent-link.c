@@ -27,6 +27,7 @@
 #include "node-state.h"
 #include "nodes.h"
 #include "proto.h"
+#include "provisioner.h"
 #include "server.h"
 #include "version.h"
 
@@ -300,6 +301,7 @@ static void node_link_lost(AgentLink *l, Peer *p, const char *why)
         else
                 log_info("node offline | node=%s reason=%s", p->node_id, why);
         p->dirty = false;
+        provisioner_node_changed(l->server, p->node_id); /* no new work for it */
 }
 
 /* ---- message handlers ---- */
@@ -427,6 +429,7 @@ static void handle_hello(AgentLink *l, Peer *p, ProtoEnvelope *env)
         }
         p->helloed = true;
         p->dirty = false;
+        provisioner_node_changed(l->server, p->node_id); /* schedulable again */
 
         _cleanup_(proto_writer_done) ProtoWriter w;
         proto_writer_init(&w);
@@ -556,6 +559,8 @@ static void handle_reply(AgentLink *l, Peer *p, ProtoEnvelope *env)
         }
         if (r >= 0 && streq(type, "command.discover"))
                 r = finish_discovery(db, p->node_id, command_id, ok, result, error);
+        else if (r >= 0 && startswith(type, "command.allocation."))
+                r = provisioner_on_reply(l->server, p->node_id, command_id, ok, body);
         if (r >= 0)
                 r = db_commit(&txn);
         if (r < 0)
@@ -564,6 +569,10 @@ static void handle_reply(AgentLink *l, Peer *p, ProtoEnvelope *env)
         else
                 log_info("reply | node=%s command=%s type=%s ok=%s", p->node_id, command_id, type,
                          ok ? "yes" : "no");
+        /* Slots may have changed state, and a reply may have queued a command
+         * (the cleanup after a failed assignment). */
+        if (r >= 0)
+                provisioner_node_commands(l->server, p->node_id);
 }
 
 static void handle_message(AgentLink *l, Peer *p, nng_msg *m)

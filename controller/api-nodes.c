@@ -17,6 +17,7 @@
 #include "node-commands.h"
 #include "node-state.h"
 #include "nodes.h"
+#include "provisioner.h"
 #include "server.h"
 
 #define LIST_DEFAULT_LIMIT 50
@@ -232,6 +233,7 @@ int api_nodes_delete(Request *r)
                                            node_state_to_string(n.state));
         if (ret < 0)
                 return http_reply_error(r, ERR_UNAVAILABLE, NULL, "cannot delete the node now");
+        provisioner_node_changed(s, n.id);
         agent_link_drop_node(s->link, n.id, "certificate_revoked",
                              "this node was deleted and its certificate revoked");
         node_done(&n);
@@ -427,6 +429,7 @@ int api_nodes_approve(Request *r)
                                            node_state_to_string(n.state));
         if (ret < 0)
                 return http_reply_error(r, ERR_UNAVAILABLE, NULL, "cannot approve now");
+        provisioner_node_changed(s, n.id); /* the approved slots can be placed now */
         node_done(&n);
         if (nodes_get(s->db, d.node_id, &n) < 0)
                 return http_reply_error(r, ERR_UNAVAILABLE, NULL, "cannot read the node now");

@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 #include "discoveries.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -9,6 +10,7 @@
 #include "db.h"
 #include "json-util.h"
 #include "macro.h"
+#include "slot-state.h"
 
 void discovery_done(Discovery *d)
 {
@@ -401,15 +403,11 @@ static int compare_with_approved(Db *db, const char *node_id, json_t *document,
         }
         json_array_foreach(quarantine, i, slot)
         {
-                _cleanup_(db_stmt_resetp) sqlite3_stmt *u = db_stmt(
-                    db, "UPDATE node_resource_slots SET state = 'quarantined' WHERE id = ? AND "
-                        "state = 'available'");
-                if (!u)
-                        return -EIO;
-                sqlite3_bind_text(u, 1, json_string_value(slot), -1, SQLITE_TRANSIENT);
-                int rc = sqlite3_step(u);
-                if (rc != SQLITE_DONE)
-                        return db_errno(rc);
+                int r = slot_state_transition(db, json_string_value(slot), SLOT_QUARANTINED,
+                                              SLOT_TRIGGER_HARDWARE_CHANGED, NULL,
+                                              "hardware_changed", NULL);
+                if (r < 0 && r != -EPERM)
+                        return r;
         }
         bool unchanged = streq_ptr(fp, approved_fp) && json_array_size(added) == 0 &&
                          json_array_size(removed) == 0 && json_array_size(changed) == 0;
@@ -501,6 +499,59 @@ int node_slots_list(Db *db, const char *node_id, json_t **ret)
         return 0;
 }
 
+static int slot_id_by_key(Db *db, const char *node_id, const char *key, char ret_id[static ID_MAX],
+                          SlotState *ret_state)
+{
+        _cleanup_(db_stmt_resetp) sqlite3_stmt *s = db_stmt(
+            db, "SELECT id, state FROM node_resource_slots WHERE node_id = ? AND slot_key = ?");
+        if (!s)
+                return -EIO;
+        sqlite3_bind_text(s, 1, node_id, -1, SQLITE_TRANSIENT);
+        sqlite3_bind_text(s, 2, key, -1, SQLITE_TRANSIENT);
+        int rc = sqlite3_step(s);
+        if (rc == SQLITE_DONE)
+                return -ENOENT;
+        if (rc != SQLITE_ROW)
+                return db_errno(rc);
+        snprintf(ret_id, ID_MAX, "%s", strempty(db_column_text(s, 0)));
+        if (ret_state)
+                *ret_state = slot_state_from_string(db_column_text(s, 1));
+        return 0;
+}
+
+/* What placement matches a slot by: its GPUs' vendor:device (["10de:2330"])
+ * and the PCIe switch above its first GPU, from the document's devices. */
+static void slot_gpu_facts(json_t *document, json_t *slot, char **ret_pci_ids,
+                           const char **ret_switch)
+{
+        json_t *devices = json_object_get(document, "devices");
+        _cleanup_(json_decrefp) json_t *ids = json_array();
+        *ret_switch = NULL;
+        size_t i, j;
+        json_t *gpu, *dev;
+        json_array_foreach(json_object_get(slot, "gpus"), i, gpu)
+        {
+                json_array_foreach(devices, j, dev)
+                {
+                        if (!json_equal(json_object_get(dev, "address"), gpu))
+                                continue;
+                        const char *v = json_string_value(json_object_get(dev, "vendor"));
+                        const char *p = json_string_value(json_object_get(dev, "device"));
+                        if (v && p) {
+                                char id[16];
+                                snprintf(id, sizeof(id), "%s:%s", v, p);
+                                for (char *c = id; *c; c++)
+                                        *c = (char)tolower((unsigned char)*c);
+                                json_array_append_new(ids, json_string(id));
+                        }
+                        if (i == 0)
+                                *ret_switch = json_string_value(json_object_get(dev, "switch"));
+                        break;
+                }
+        }
+        *ret_pci_ids = json_dumps(ids, JSON_COMPACT);
+}
+
 int discovery_approve(Db *db, const Discovery *d, json_t *keys, const char *actor_id,
                       json_t **ret_slots)
 {
@@ -527,16 +578,32 @@ int discovery_approve(Db *db, const Discovery *d, json_t *keys, const char *acto
                 json_t *k;
                 json_array_foreach(drop, i, k)
                 {
-                        _cleanup_(db_stmt_resetp) sqlite3_stmt *del =
-                            db_stmt(db, "DELETE FROM node_resource_slots WHERE node_id = ? AND "
-                                        "slot_key = ?");
+                        /* A slot that served allocations keeps its row (their
+                         * history points at it) and is disabled instead. */
+                        _cleanup_(db_stmt_resetp) sqlite3_stmt *del = db_stmt(
+                            db, "DELETE FROM node_resource_slots WHERE node_id = ? AND slot_key = "
+                                "? AND NOT EXISTS (SELECT 1 FROM allocation_slots x WHERE "
+                                "x.slot_id = node_resource_slots.id) RETURNING id");
                         if (!del)
                                 return -EIO;
                         sqlite3_bind_text(del, 1, d->node_id, -1, SQLITE_TRANSIENT);
                         sqlite3_bind_text(del, 2, json_string_value(k), -1, SQLITE_TRANSIENT);
                         rc = sqlite3_step(del);
+                        bool deleted = rc == SQLITE_ROW;
+                        while (rc == SQLITE_ROW)
+                                rc = sqlite3_step(del);
                         if (rc != SQLITE_DONE)
                                 return db_errno(rc);
+                        if (deleted)
+                                continue;
+                        char sid[ID_MAX];
+                        int r = slot_id_by_key(db, d->node_id, json_string_value(k), sid, NULL);
+                        if (r >= 0)
+                                r = slot_state_transition(db, sid, SLOT_DISABLED,
+                                                          SLOT_TRIGGER_DISABLE, NULL,
+                                                          "not_approved", NULL);
+                        if (r < 0 && r != -EPERM && r != -ENOENT)
+                                return r;
                 }
         }
         size_t i;
@@ -554,16 +621,26 @@ int discovery_approve(Db *db, const Discovery *d, json_t *keys, const char *acto
                     json_dumps(json_object_get(slot, "gpus"), JSON_COMPACT | JSON_ENCODE_ANY);
                 json_t *vf = json_object_get(slot, "vf_index"),
                        *numa = json_object_get(slot, "numa_node");
+                _cleanup_free_ char *pci_ids = NULL;
+                const char *sw = NULL;
+                slot_gpu_facts(d->document, slot, &pci_ids, &sw);
+                /* A slot in use keeps its row as it is; a free one takes the
+                 * new facts, and its state moves through slot-state.c below. */
                 _cleanup_(db_stmt_resetp) sqlite3_stmt *s = db_stmt(
                     db, "INSERT INTO node_resource_slots (id, node_id, discovery_id, slot_key, "
-                        "gpus, nic, vf_index, nvme, numa_node, state, approved_by, approved_at) "
-                        "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 'available', ?10, ?11) "
+                        "gpus, nic, vf_index, nvme, numa_node, state, approved_by, approved_at, "
+                        "gpu_pci_ids, switch, updated_at) "
+                        "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 'available', ?10, ?11, ?12, "
+                        "?13, ?11) "
                         "ON CONFLICT (node_id, slot_key) DO UPDATE SET discovery_id = ?3, "
                         "gpus = ?5, nic = ?6, vf_index = ?7, nvme = ?8, numa_node = ?9, "
-                        "state = 'available', approved_by = ?10, approved_at = ?11 "
-                        "WHERE state IN ('available', 'quarantined')");
+                        "approved_by = ?10, approved_at = ?11, gpu_pci_ids = ?12, switch = ?13, "
+                        "updated_at = ?11 "
+                        "WHERE state IN ('available', 'quarantined', 'disabled')");
                 if (!s)
                         return -EIO;
+                db_bind_text(s, 12, pci_ids);
+                db_bind_text(s, 13, sw);
                 sqlite3_bind_text(s, 1, sid, -1, SQLITE_TRANSIENT);
                 sqlite3_bind_text(s, 2, d->node_id, -1, SQLITE_TRANSIENT);
                 sqlite3_bind_text(s, 3, d->id, -1, SQLITE_TRANSIENT);
@@ -580,6 +657,17 @@ int discovery_approve(Db *db, const Discovery *d, json_t *keys, const char *acto
                 int rc = sqlite3_step(s);
                 if (rc != SQLITE_DONE)
                         return db_errno(rc);
+                db_stmt_resetp(&s);
+                /* Approval returns a quarantined or disabled slot to service. */
+                SlotState st;
+                r = slot_id_by_key(db, d->node_id, key, sid, &st);
+                if (r >= 0 && (st == SLOT_QUARANTINED || st == SLOT_DISABLED))
+                        r = slot_state_transition(db, sid, SLOT_AVAILABLE,
+                                                  st == SLOT_DISABLED ? SLOT_TRIGGER_ENABLE
+                                                                      : SLOT_TRIGGER_APPROVE,
+                                                  NULL, "approved", NULL);
+                if (r < 0)
+                        return r;
         }
         {
                 _cleanup_(db_stmt_resetp) sqlite3_stmt *s =

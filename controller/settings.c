@@ -125,6 +125,13 @@ const ConfigKey controller_settings[] = {
     {"low_balance_runway_hours", CONFIG_STRING, "24,1", 0, 0,
      "comma-separated runway thresholds (hours, descending) at which billing.low_balance "
      "events are emitted"},
+    /* Allocation tasks (provisioner.c): a task still running at its deadline
+     * ends with agent_timeout (provisioning -> failed, releasing ->
+     * release_failed). */
+    {"provision_timeout_s", CONFIG_INT, "900", 1, 86400,
+     "how long a launch may wait for the node to assign its slots"},
+    {"release_timeout_s", CONFIG_INT, "900", 1, 86400,
+     "how long a release may wait for the node to tear its slots down"},
     {"ready_file", CONFIG_STRING, NULL, 0, 0,
      "file to write the bound API address to once listening (for tests and scripts)"},
 };

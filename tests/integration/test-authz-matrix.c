@@ -260,9 +260,10 @@ static void user_param(Fixture *f, Caller who, char vals[][96])
  * allocation (or task) does not exist. */
 static void user_alloc(Fixture *f, char alloc[96], char task[96])
 {
-        unsigned n = ++f->seq % 1000000;
-        snprintf(alloc, 96, "alc_matrixallocation%06u", n);
-        snprintf(task, 96, "tsk_matrixtaskxxxxxx%06u", n);
+        /* 22 id characters, the last one 'A' (it carries two bits only). */
+        unsigned n = ++f->seq % 100000;
+        snprintf(alloc, 96, "alc_matrixallocation%05uA", n);
+        snprintf(task, 96, "tsk_matrixtaskxxxxxx%05uA", n);
         _cleanup_free_ char *sql = xasprintf(
             "INSERT INTO allocations (id, user_id, state, sku_id, gpu_count, node_id, image_id, "
             "network_id, hourly_cost_micros, created_at, updated_at) VALUES ('%s', '%s', "
@@ -291,7 +292,7 @@ static void task_param(Fixture *f, Caller who, char vals[][96])
 static void node_and_slot_params(Fixture *f, Caller who, char vals[][96])
 {
         node_param(f, who, vals);
-        snprintf(vals[1], 96, "slt_matrixnoslotxxxxxxxxxx");
+        snprintf(vals[1], 96, "slt_matrixnoslotxxxxxxxxxA");
 }
 
 /* ---- the expectations, one per route ---- */
