@@ -20,6 +20,7 @@
 
 #include "audit.h"
 #include "ca.h"
+#include "console.h"
 #include "db.h"
 #include "discoveries.h"
 #include "log.h"
@@ -137,6 +138,8 @@ static void unbind(AgentLink *l, Peer *p)
                 *slot = p->next_by_node;
         p->bound = false;
         p->next_by_node = NULL;
+        /* The node's link is gone: so are its console sessions. */
+        console_on_node_lost(l->server->console, p->node_id);
 }
 
 static void bind_node(AgentLink *l, Peer *p)
@@ -613,6 +616,8 @@ static void handle_message(AgentLink *l, Peer *p, nng_msg *m)
                 return handle_heartbeat(l, p, env);
         if (streq(env->type, "reply"))
                 return handle_reply(l, p, env);
+        if (startswith(env->type, "console."))
+                return console_on_link_message(l->server->console, p->node_id, env);
         if (streq(env->type, "link.error")) {
                 char code[64] = "", message[256] = "";
                 (void)proto_get_str(&env->body, "code", PROTO_OPTIONAL, code, sizeof(code), NULL);
@@ -913,6 +918,14 @@ bool agent_link_node_online(const AgentLink *l, const char *node_id, usec_t *ret
         if (ret_last_seen)
                 *ret_last_seen = p->last_seen_wall;
         return true;
+}
+
+int agent_link_send(AgentLink *l, const char *node_id, const char *type, ProtoWriter *body)
+{
+        Peer *p = l ? peer_by_node(l, node_id) : NULL;
+        if (!p || !p->helloed || p->closing)
+                return -ENOTCONN;
+        return send_writer(l, p, type, NULL, body);
 }
 
 void agent_link_drop_node(AgentLink *l, const char *node_id, const char *code, const char *message)

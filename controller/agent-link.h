@@ -13,6 +13,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "proto.h"
 #include "timeutil.h"
 
 typedef struct Server Server;
@@ -34,6 +35,12 @@ bool agent_link_node_online(const AgentLink *l, const char *node_id, usec_t *ret
 /* Sends the node's open commands now if it is connected (after a new command
  * was stored). Not connected: they go out at its next hello. */
 void agent_link_flush_commands(AgentLink *l, const char *node_id);
+
+/* Sends one message that is not a command (console.*) on the node's link:
+ * 0, -ENOTCONN (no welcomed link) or -EAGAIN (nng's queue is full). nng may
+ * still drop a sent message when the pipe's own queue is full (pair1
+ * polyamorous mode), so callers resend until the agent acknowledges. */
+int agent_link_send(AgentLink *l, const char *node_id, const char *type, ProtoWriter *body);
 
 /* Closes the node's link (its certificates were revoked). */
 void agent_link_drop_node(AgentLink *l, const char *node_id, const char *code, const char *message);

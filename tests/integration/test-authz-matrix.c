@@ -214,7 +214,7 @@ static void ssh_key_param(Fixture *f, Caller who, char vals[][96])
 static void terminal_alloc_param(Fixture *f, Caller who, char vals[][96])
 {
         (void)who;
-        snprintf(vals[0], 96, "alc_matrixterminaltoken%03u", ++f->seq % 1000);
+        snprintf(vals[0], 96, "alc_matrixterminal%03utokeA", ++f->seq % 1000);
         _cleanup_free_ char *sql = xasprintf(
             "INSERT INTO allocations (id, user_id, state, sku_id, gpu_count, node_id, image_id, "
             "network_id, hourly_cost_micros, created_at, updated_at) VALUES ('%s', '%s', "
