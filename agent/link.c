@@ -645,6 +645,9 @@ static void handle_message(Link *l, nng_msg *m)
                         l->epoch = env->epoch;
                 if (l->cb.command)
                         l->cb.command(l->cb.userdata, env);
+        } else if (startswith(env->type, "console.")) {
+                if (l->state == LINK_READY && l->cb.console)
+                        l->cb.console(l->cb.userdata, env);
         } else
                 log_warning("Ignored an unknown message type | type=%s", env->type);
 }

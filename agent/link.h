@@ -47,6 +47,9 @@ typedef struct LinkCallbacks {
         int (*hello)(void *userdata, ProtoWriter *w);
         /* A command.* envelope, only while LINK_READY. */
         void (*command)(void *userdata, const ProtoEnvelope *env);
+        /* Optional: a console.* envelope (not a command: no journal, no
+         * reply), only while LINK_READY. */
+        void (*console)(void *userdata, const ProtoEnvelope *env);
         /* Optional: every state change. */
         void (*state_changed)(void *userdata, LinkState state);
         void *userdata;
