@@ -53,11 +53,11 @@ int events_list(Db *db, long long after_seq, int limit, const char *type, const 
         int rc;
         while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
                 json_t *data = json_loads(strempty(db_column_text(s, 5)), JSON_DECODE_ANY, NULL);
-                _cleanup_(json_decrefp) json_t *e = json_pack(
-                    "{s:s, s:o, s:s, s:s?, s:o}", "id", strempty(db_column_text(s, 1)), "at",
-                    json_timestamp((uint64_t)sqlite3_column_int64(s, 2)), "type",
-                    strempty(db_column_text(s, 3)), "subject_id", db_column_text(s, 4), "data",
-                    data ? data : json_object());
+                _cleanup_(json_decrefp) json_t *e =
+                    json_pack("{s:s, s:o, s:s, s:s?, s:o}", "id", strempty(db_column_text(s, 1)),
+                              "at", json_timestamp((uint64_t)sqlite3_column_int64(s, 2)), "type",
+                              strempty(db_column_text(s, 3)), "subject_id", db_column_text(s, 4),
+                              "data", data ? data : json_object());
                 if (!e)
                         return -ENOMEM;
                 int r = fn(sqlite3_column_int64(s, 0), e, userdata);

@@ -68,8 +68,8 @@ char *ssh_test_public_key(unsigned seed, const char *comment)
         static const char b64[] =
             "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
         /* string "ssh-ed25519", string of 32 key bytes (RFC 4251 wire format) */
-        unsigned char blob[4 + 11 + 4 + 32] = {0, 0, 0, 11, 's', 's', 'h', '-', 'e', 'd', '2',
-                                               '5', '5', '1', '9', 0, 0, 0, 32};
+        unsigned char blob[4 + 11 + 4 + 32] = {0,   0,   0,   11,  's', 's', 'h', '-', 'e', 'd',
+                                               '2', '5', '5', '1', '9', 0,   0,   0,   32};
         uint32_t x = seed * 2654435761u + 12345u;
         for (size_t i = 19; i < sizeof(blob); i++) {
                 x ^= x << 13, x ^= x >> 17, x ^= x << 5; /* xorshift32 */
