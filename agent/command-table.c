@@ -3,6 +3,7 @@
 
 #include <jansson.h>
 
+#include "alloc-ops.h"
 #include "inventory.h"
 #include "json-proto.h"
 #include "log.h"
@@ -12,10 +13,17 @@ typedef struct CommandJob CommandJob;
 
 typedef struct CommandSpec {
         const char *type;
+        /* The body's fields, when its one argument is the first (a string). */
         const ProtoField *fields;
         size_t n_fields;
-        /* Safe to apply again when the agent stopped half way (read-only commands). */
+        /* Safe to apply again when the agent stopped half way (read-only
+         * commands, and commands whose every step is idempotent). */
         bool rerun_if_interrupted;
+        /* Or: reads the whole body into job->args on the loop thread, before
+         * anything is journaled or applied; -EPROTO with *reason refuses the
+         * command (invalid_request) with nothing touched. */
+        int (*parse)(const ProtoValue *body, void **ret_args, char **reason);
+        void (*free_args)(void *args);
         /* Runs on a worker thread; fills job->reply. */
         void (*apply)(CommandJob *job);
 } CommandSpec;
@@ -26,9 +34,25 @@ struct CommandJob {
         const CommandSpec *spec;
         char id[PROTO_ID_MAX + 1];
         char arg[PROTO_ID_MAX + 1]; /* the command's one argument (discovery_id) */
+        void *args;                 /* what spec->parse read */
+        /* Journal assignment changes (key, value; "" removes), applied on the
+         * loop thread with the reply. */
+        char **assignments;
         void *reply;
         size_t reply_len;
 };
+
+static void job_free(CommandJob *job)
+{
+        if (!job)
+                return;
+        if (job->args && job->spec->free_args)
+                job->spec->free_args(job->args);
+        strv_free(job->assignments);
+        free(job->reply);
+        free(job);
+}
+DEFINE_TRIVIAL_CLEANUP_FUNC(CommandJob *, job_free);
 
 static int copy_body(ProtoWriter *w, void **ret, size_t *ret_len)
 {
@@ -120,8 +144,71 @@ static void apply_discover(CommandJob *job)
         }
 }
 
+/* ---- command.allocation.assign, command.allocation.release ---- */
+
+static int parse_assign(const ProtoValue *body, void **ret, char **reason)
+{
+        return alloc_request_parse(ALLOC_ASSIGN, body, (AllocRequest **)ret, reason);
+}
+
+static int parse_release(const ProtoValue *body, void **ret, char **reason)
+{
+        return alloc_request_parse(ALLOC_RELEASE, body, (AllocRequest **)ret, reason);
+}
+
+static void free_alloc_request(void *p)
+{
+        alloc_request_free(p);
+}
+
+static void apply_allocation(CommandJob *job)
+{
+        const AllocRequest *req = job->args;
+        AllocResult res;
+        int r = req->kind == ALLOC_ASSIGN ? alloc_assign(job->daemon->alloc, req, &res)
+                                          : alloc_release(job->daemon->alloc, req, &res);
+        if (r < 0) {
+                alloc_result_done(&res);
+                log_error_errno(r, "Cannot apply the allocation command | allocation_id=%s: %m",
+                                req->allocation_id);
+                (void)command_reply_body(job->id, false, "internal_error", strerror(-r),
+                                         &job->reply, &job->reply_len);
+                return;
+        }
+        /* What link.hello reports: the slots this node holds for allocations. */
+        for (size_t i = 0; i < res.n_slots && r >= 0; i++)
+                if (res.slots[i].attempted && res.slots[i].error == 0) {
+                        r = strv_push(&job->assignments, res.slots[i].slot_id);
+                        if (r >= 0)
+                                r = strv_push(&job->assignments,
+                                              req->kind == ALLOC_ASSIGN ? req->allocation_id : "");
+                }
+        if (r < 0 || alloc_reply_body(job->id, &res, &job->reply, &job->reply_len) < 0) {
+                free(job->reply);
+                job->reply = NULL;
+                (void)command_reply_body(job->id, false, "internal_error",
+                                         "the result does not fit a message", &job->reply,
+                                         &job->reply_len);
+        }
+        alloc_result_done(&res);
+}
+
 static const CommandSpec command_table[] = {
-    {"command.discover", discover_fields, ELEMENTSOF(discover_fields), true, apply_discover},
+    {.type = "command.discover",
+     .fields = discover_fields,
+     .n_fields = ELEMENTSOF(discover_fields),
+     .rerun_if_interrupted = true,
+     .apply = apply_discover},
+    {.type = "command.allocation.assign",
+     .rerun_if_interrupted = true, /* every step is idempotent */
+     .parse = parse_assign,
+     .free_args = free_alloc_request,
+     .apply = apply_allocation},
+    {.type = "command.allocation.release",
+     .rerun_if_interrupted = true,
+     .parse = parse_release,
+     .free_args = free_alloc_request,
+     .apply = apply_allocation},
 };
 
 /* ---- dispatch ---- */
@@ -178,8 +265,13 @@ static void job_work(uv_work_t *w)
 
 static void job_done(uv_work_t *w, int status)
 {
-        CommandJob *job = w->data;
+        _cleanup_(job_freep) CommandJob *job = w->data;
         Daemon *d = job->daemon;
+        for (char **a = job->assignments; a && a[0] && a[1]; a += 2) {
+                int r = journal_set_assignment(d->journal, a[0], a[1][0] ? a[1] : NULL);
+                if (r < 0)
+                        log_warning_errno(r, "Cannot record the assignment of %s: %m", a[0]);
+        }
         if (!job->reply) {
                 log_oom();
                 (void)command_reply_body(job->id, false, "internal_error", "out of memory",
@@ -197,8 +289,6 @@ static void job_done(uv_work_t *w, int status)
                         send_reply(d, job->id, job->reply, job->reply_len);
         }
         in_flight_remove(d, job->id);
-        free(job->reply);
-        free(job);
 }
 
 void command_dispatch(Daemon *d, const ProtoEnvelope *env)
@@ -235,22 +325,33 @@ void command_dispatch(Daemon *d, const ProtoEnvelope *env)
                                   "applied again automatically");
         if (st == JOURNAL_STARTED)
                 log_info("Command was interrupted by a restart; applying it again (it is "
-                         "read-only) | type=%s id=%s",
+                         "read-only or idempotent) | type=%s id=%s",
                          env->type, env->id);
 
         _cleanup_free_ char *reason = NULL;
-        if (proto_check_fields(&env->body, spec->fields, spec->n_fields, &reason) < 0)
-                return finish_now(d, env, "invalid_request", reason ? reason : "invalid body");
-
-        _cleanup_free_ CommandJob *job = calloc(1, sizeof(*job));
+        _cleanup_(job_freep) CommandJob *job = calloc(1, sizeof(*job));
         if (!job)
                 return (void)log_oom();
         job->daemon = d;
         job->spec = spec;
         snprintf(job->id, sizeof(job->id), "%s", env->id);
-        if (spec->n_fields > 0 && proto_get_str(&env->body, spec->fields[0].name, PROTO_REQUIRED,
-                                                job->arg, sizeof(job->arg), &reason) < 0)
-                return finish_now(d, env, "invalid_request", reason ? reason : "invalid body");
+        if (spec->parse) {
+                r = spec->parse(&env->body, &job->args, &reason);
+                if (r == -ENOMEM)
+                        return (void)log_oom();
+                if (r < 0)
+                        return finish_now(d, env, "invalid_request",
+                                          reason ? reason : "invalid body");
+        } else {
+                if (proto_check_fields(&env->body, spec->fields, spec->n_fields, &reason) < 0)
+                        return finish_now(d, env, "invalid_request",
+                                          reason ? reason : "invalid body");
+                if (spec->n_fields > 0 &&
+                    proto_get_str(&env->body, spec->fields[0].name, PROTO_REQUIRED, job->arg,
+                                  sizeof(job->arg), &reason) < 0)
+                        return finish_now(d, env, "invalid_request",
+                                          reason ? reason : "invalid body");
+        }
 
         r = journal_begin(d->journal, env->id, env->type, env->epoch);
         if (r < 0)

@@ -95,6 +95,13 @@ int daemon_run(const Config *c)
                 return 1;
         }
 
+        r = alloc_host_from_config(c, &d.host, &d.alloc);
+        if (r < 0) {
+                journal_close(d.journal);
+                host_source_done(&d.host);
+                return 2;
+        }
+
         uv_loop_init(&loop);
         d.loop = &loop;
         const LinkOptions lo = {
@@ -111,6 +118,7 @@ int daemon_run(const Config *c)
         r = link_new(&loop, &lo, &cb, &d.link);
         if (r < 0) {
                 journal_close(d.journal);
+                alloc_host_free(d.alloc);
                 host_source_done(&d.host);
                 uv_loop_close(&loop);
                 return 2;
@@ -132,6 +140,7 @@ int daemon_run(const Config *c)
         if (r < 0)
                 log_warning("The event loop still had handles at exit: %s", uv_strerror(r));
         journal_close(d.journal);
+        alloc_host_free(d.alloc);
         host_source_done(&d.host);
         strv_free(d.in_flight);
         log_info("Stopped");

@@ -7,6 +7,7 @@
 #include <stdbool.h>
 #include <uv.h>
 
+#include "alloc-ops.h"
 #include "config.h"
 #include "fingerprint.h"
 #include "host.h"
@@ -17,6 +18,7 @@ typedef struct Daemon {
         uv_loop_t *loop;
         const Config *config;
         HostSource host;
+        AllocHost *alloc; /* the allocation commands' host (or simulated host) */
         Journal *journal;
         Link *link;
         char fingerprint[FINGERPRINT_MAX];

@@ -76,60 +76,124 @@ static int wait_child(pid_t pid, int *status, unsigned long long deadline)
         }
 }
 
-int hook_run(const char *hook_dir, const char *name, HookVerb verb, const HookContext *ctx,
-             unsigned timeout_ms, HookResult *ret)
-{
-        _cleanup_free_ char *path = NULL, *devs = NULL, *groups = NULL, *e_slot = NULL,
-                            *e_alloc = NULL, *e_devs = NULL, *e_groups = NULL, *e_rt = NULL;
-        _cleanup_free_ char *out = NULL;
-        size_t out_len = 0;
-        struct stat st;
-        int p[2];
+/* The hook's path, argv and environment, checked: what hook_run() and
+ * hook_exec() execute. */
+typedef struct HookCommand {
+        char *path;
+        const char **argv;
+        char **envp;
+} HookCommand;
 
-        *ret = (HookResult){.exit_code = -1};
+static void hook_command_done(HookCommand *c)
+{
+        free(c->path);
+        free(c->argv);
+        for (char **e = c->envp; e && *e; e++)
+                free(*e);
+        free(c->envp);
+        *c = (HookCommand){0};
+}
+
+static bool env_entry_is_valid(const char *e)
+{
+        const char *eq = e ? strchr(e, '=') : NULL;
+        if (!eq || !startswith(e, "GPUSLICE_") || eq == e + STRLEN("GPUSLICE_"))
+                return false;
+        for (const char *c = e; c < eq; c++)
+                if (!((*c >= 'A' && *c <= 'Z') || (*c >= '0' && *c <= '9') || *c == '_'))
+                        return false;
+        for (const char *c = eq + 1; *c; c++)
+                if ((unsigned char)*c < 0x20 && *c != '\t')
+                        return false;
+        return true;
+}
+
+static int hook_command_new(const char *hook_dir, const char *name, HookVerb verb,
+                            const HookContext *ctx, HookCommand *ret)
+{
+        _cleanup_(hook_command_done) HookCommand c = {0};
+        _cleanup_free_ char *devs = NULL, *groups = NULL;
+        struct stat st;
+        size_t n = 0;
+
+        *ret = (HookCommand){0};
         if (!hook_id_is_valid(name) || !hook_verb_name(verb) || !ctx ||
             !hook_id_is_valid(ctx->slot_id) || !hook_id_is_valid(ctx->allocation_id))
                 return -EINVAL;
         for (size_t i = 0; i < ctx->n_vfio_devices; i++)
                 if (!pci_address_is_valid(ctx->vfio_devices[i]))
                         return -EINVAL;
-        if (asprintf(&path, "%s/%s", hook_dir, name) < 0)
+        for (size_t i = 0; i < ctx->n_env; i++)
+                if (!env_entry_is_valid(ctx->env[i]))
+                        return -EINVAL;
+        if (asprintf(&c.path, "%s/%s", hook_dir, name) < 0) {
+                c.path = NULL;
                 return -ENOMEM;
-        if (stat(path, &st) < 0)
+        }
+        if (stat(c.path, &st) < 0)
                 return negative_errno();
-        if (!S_ISREG(st.st_mode) || access(path, X_OK) < 0)
+        if (!S_ISREG(st.st_mode) || access(c.path, X_OK) < 0)
                 return -EACCES;
 
         devs = join_words(ctx->vfio_devices, ctx->n_vfio_devices);
         groups = join_words(ctx->vfio_groups, ctx->vfio_groups ? ctx->n_vfio_groups : 0);
-        if (!devs || !groups || asprintf(&e_slot, "GPUSLICE_SLOT_ID=%s", ctx->slot_id) < 0 ||
-            asprintf(&e_alloc, "GPUSLICE_ALLOCATION_ID=%s", ctx->allocation_id) < 0 ||
-            asprintf(&e_devs, "GPUSLICE_VFIO_DEVICES=%s", devs) < 0 ||
-            asprintf(&e_groups, "GPUSLICE_VFIO_GROUPS=%s", groups) < 0 ||
-            asprintf(&e_rt, "GPUSLICE_RUNTIME_DIR=%s", strempty(ctx->runtime_dir)) < 0)
+        c.envp = calloc(7 + ctx->n_env, sizeof(char *));
+        c.argv = calloc(4 + ctx->n_vfio_devices + 1, sizeof(char *));
+        if (!devs || !groups || !c.envp || !c.argv)
                 return -ENOMEM;
+        if (asprintf(&c.envp[n++], "GPUSLICE_SLOT_ID=%s", ctx->slot_id) < 0 ||
+            asprintf(&c.envp[n++], "GPUSLICE_ALLOCATION_ID=%s", ctx->allocation_id) < 0 ||
+            asprintf(&c.envp[n++], "GPUSLICE_VFIO_DEVICES=%s", devs) < 0 ||
+            asprintf(&c.envp[n++], "GPUSLICE_VFIO_GROUPS=%s", groups) < 0 ||
+            asprintf(&c.envp[n++], "GPUSLICE_RUNTIME_DIR=%s", strempty(ctx->runtime_dir)) < 0 ||
+            !(c.envp[n++] =
+                  strdup("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"))) {
+                c.envp[n - 1] = NULL; /* asprintf leaves it undefined on failure */
+                return -ENOMEM;
+        }
+        for (size_t i = 0; i < ctx->n_env; i++)
+                if (!(c.envp[n++] = strdup(ctx->env[i])))
+                        return -ENOMEM;
 
-        size_t argc = 4 + ctx->n_vfio_devices;
-        _cleanup_free_ const char **argv = calloc(argc + 1, sizeof(char *));
-        if (!argv)
-                return -ENOMEM;
-        argv[0] = path;
-        argv[1] = hook_verb_name(verb);
-        argv[2] = ctx->slot_id;
-        argv[3] = ctx->allocation_id;
+        c.argv[0] = c.path;
+        c.argv[1] = hook_verb_name(verb);
+        c.argv[2] = ctx->slot_id;
+        c.argv[3] = ctx->allocation_id;
         for (size_t i = 0; i < ctx->n_vfio_devices; i++)
-                argv[4 + i] = ctx->vfio_devices[i];
-        char *envp[] = {
-            e_slot, e_alloc,
-            e_devs, e_groups,
-            e_rt,   (char *)"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-            NULL};
+                c.argv[4 + i] = ctx->vfio_devices[i];
+        *ret = c;
+        c = (HookCommand){0};
+        return 0;
+}
+
+int hook_exec(const char *hook_dir, const char *name, HookVerb verb, const HookContext *ctx)
+{
+        _cleanup_(hook_command_done) HookCommand c = {0};
+        int r = hook_command_new(hook_dir, name, verb, ctx, &c);
+        if (r < 0)
+                return r;
+        execve(c.path, (char *const *)c.argv, c.envp);
+        return negative_errno();
+}
+
+int hook_run(const char *hook_dir, const char *name, HookVerb verb, const HookContext *ctx,
+             unsigned timeout_ms, HookResult *ret)
+{
+        _cleanup_(hook_command_done) HookCommand cmd = {0};
+        _cleanup_free_ char *out = NULL;
+        size_t out_len = 0;
+        int p[2];
+
+        *ret = (HookResult){.exit_code = -1};
+        int r = hook_command_new(hook_dir, name, verb, ctx, &cmd);
+        if (r < 0)
+                return r;
 
         if (pipe2(p, O_CLOEXEC) < 0)
                 return negative_errno();
         pid_t pid = fork();
         if (pid < 0) {
-                int r = negative_errno();
+                r = negative_errno();
                 close(p[0]);
                 close(p[1]);
                 return r;
@@ -142,7 +206,7 @@ int hook_run(const char *hook_dir, const char *name, HookVerb verb, const HookCo
                         _exit(127);
                 (void)syscall(SYS_close_range, 3, ~0u, 0);
                 signal(SIGPIPE, SIG_DFL);
-                execve(path, (char *const *)argv, envp);
+                execve(cmd.path, (char *const *)cmd.argv, cmd.envp);
                 _exit(127);
         }
         setpgid(pid, pid); /* either side may win the race; both set the same */
@@ -184,7 +248,7 @@ int hook_run(const char *hook_dir, const char *name, HookVerb verb, const HookCo
         close(p[0]);
         out[out_len] = '\0';
 
-        int status = 0, r;
+        int status = 0;
         if (timed_out) {
                 kill(-pid, SIGTERM);
                 if (wait_child(pid, &status, pci_now_ms() + HOOK_GRACE_MS) < 0) {

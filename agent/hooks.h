@@ -10,13 +10,26 @@
  * environment: GPUSLICE_SLOT_ID, GPUSLICE_ALLOCATION_ID, GPUSLICE_VFIO_DEVICES
  * (space-separated PCI addresses bound to vfio-pci), GPUSLICE_VFIO_GROUPS
  * (/dev/vfio/N paths), GPUSLICE_RUNTIME_DIR (a directory the hook owns for this
- * slot: pid files, sockets), PATH; nothing else of the agent's environment.
+ * allocation: pid files, sockets, disks), PATH; nothing else of the agent's
+ * environment. An allocation's commands (alloc-ops.h) run the hook once for
+ * all its slots: the slot id is the first slot's, and they add
+ * GPUSLICE_SLOT_IDS (every slot id, space-separated) and, for start,
+ * GPUSLICE_SSH_AUTHORIZED_KEYS (a file in the runtime dir with the tenant's
+ * OpenSSH public keys, one per line), GPUSLICE_SSH_USER, GPUSLICE_IMAGE_ID,
+ * GPUSLICE_IMAGE_NAME and GPUSLICE_IMAGE_SOURCE (HookContext.env).
  * Exit 0 means done (stop of a stopped workload is done too), anything else
- * failed. status prints one JSON object {"state":"running"|"stopped"|...};
- * console prints {"kind":"unix"|"pty","path":"..."}. stdin is /dev/null,
- * stdout is captured (64 KiB at most), stderr is passed to the agent's log.
- * Every run is bounded: on the deadline the hook's process group gets SIGTERM,
- * 2 s later SIGKILL, and the result is -ETIMEDOUT. */
+ * failed. start may print one JSON object {"ssh":{"host":..,"port":..,
+ * "user":..}}: where the tenant connects. status prints one JSON object
+ * {"state":"running"|"stopped"|...}. stdin is /dev/null, stdout is captured
+ * (64 KiB at most), stderr is passed to the agent's log. Every run is
+ * bounded: on the deadline the hook's process group gets SIGTERM, 2 s later
+ * SIGKILL, and the result is -ETIMEDOUT.
+ *
+ * console is the exception: it is not run through hook_run() but by the
+ * console session, attached to a PTY (stdin, stdout and stderr are the
+ * terminal) with the same argv and environment; it runs the workload's
+ * interactive terminal (a shell, a serial console client) and exits when that
+ * ends. Its exit code ends the session. */
 
 #include <stdbool.h>
 #include <stddef.h>
@@ -37,6 +50,10 @@ typedef struct {
         const char *const *vfio_groups; /* /dev/vfio/N, may be NULL */
         size_t n_vfio_groups;
         const char *runtime_dir;
+        /* More "GPUSLICE_NAME=value" entries (the name [A-Z0-9_], the value one
+         * line); may be NULL. */
+        const char *const *env;
+        size_t n_env;
 } HookContext;
 
 typedef struct {
@@ -57,3 +74,9 @@ int hook_run(const char *hook_dir, const char *name, HookVerb verb, const HookCo
              unsigned timeout_ms, HookResult *ret);
 
 void hook_result_done(HookResult *r);
+
+/* Replaces the calling process with the hook (same checks, argv and
+ * environment as hook_run(); stdin, stdout and stderr are the caller's): for
+ * the console verb, in the child the console session attached to a PTY.
+ * Returns only on failure, -errno. */
+int hook_exec(const char *hook_dir, const char *name, HookVerb verb, const HookContext *ctx);

@@ -33,6 +33,23 @@ const ConfigKey agent_settings[] = {
     {"heartbeat_timeout_s", CONFIG_INT, "15", 1, 3600,
      "redial when no heartbeat ack (or challenge/welcome) arrives for this long"},
     {"log_level", CONFIG_STRING, "info", 0, 0, "error, warning, info or debug"},
+    {"hook", CONFIG_STRING, NULL, 0, 0,
+     "runtime hook (a file in hook_dir) that runs an allocation's workload (default: none, "
+     "so no workload is started; with --simulate the shipped simulated-shell)"},
+    {"hook_dir", CONFIG_STRING, NULL, 0, 0,
+     "directory of runtime hooks (default: /etc/gpuslice/hooks; with --simulate the hooks "
+     "shipped with the agent)"},
+    {"runtime_dir", CONFIG_STRING, NULL, 0, 0,
+     "where each allocation gets a directory its hook owns (default: state_dir/runtime)"},
+    {"public_address", CONFIG_STRING, NULL, 0, 0,
+     "host name or address tenants reach this node at over SSH when the hook names none "
+     "(default: the host name)"},
+    {"gpu_host_driver", CONFIG_STRING, NULL, 0, 0,
+     "driver GPUs go back to after a teardown (default: they stay on vfio-pci)"},
+    {"step_timeout_s", CONFIG_INT, "30", 1, 3600,
+     "bound of one host step of a slot (a sysfs write, a reset, a bind)"},
+    {"hook_timeout_s", CONFIG_INT, "300", 1, 3600, "bound of one run of the runtime hook"},
+    {"wipe_timeout_s", CONFIG_INT, "3600", 1, 86400, "bound of one NVMe drive's wipe"},
 };
 
 const size_t agent_n_settings = ELEMENTSOF(agent_settings);
