@@ -123,7 +123,9 @@ static int charge_meter(Db *db, const Meter *m, usec_t now, MeteringTick *t)
         usec_t up_to = m->started + (usec_t)secs * USEC_PER_SEC;
         int64_t due = due_for(m->hourly, secs);
         int64_t charge = due - m->charged_micros;
-        bool close = !m->running;
+        /* An ended meter closes once its end is reached: billing_ended_at may
+         * lie ahead of now (a release stamped in the future, clock steps). */
+        bool close = !m->running && (!m->has_end || m->ended <= now);
         int r;
 
         if (charge > 0 && up_to > m->charged_to) {

@@ -120,13 +120,11 @@ static int on_checkout(Db *db, const char *event_id, const char *type, json_t *c
             streq(type, "checkout.session.async_payment_succeeded"))
                 return on_checkout_paid(db, event_id, cs, &p, outcome);
 
-        bool was_pending = streq(p.state, "pending");
-        if (streq(type, "checkout.session.expired"))
-                r = payments_mark(db, &p, "expired", "checkout_expired");
-        else
-                r = payments_mark(db, &p, "failed", "async_payment_failed");
-        *outcome = was_pending ? p.state : "ignored_state";
-        return r;
+        bool expired = streq(type, "checkout.session.expired");
+        *outcome = !streq(p.state, "pending") ? "ignored_state" : expired ? "expired" : "failed";
+        if (expired)
+                return payments_mark(db, &p, "expired", "checkout_expired");
+        return payments_mark(db, &p, "failed", "async_payment_failed");
 }
 
 static int on_refund_object(Db *db, json_t *re, const char **outcome)

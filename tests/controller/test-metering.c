@@ -191,6 +191,20 @@ Test(metering, the_end_is_charged_and_the_meter_closes)
         cr_assert_eq(balance(), 1000000000 - 90000);
 }
 
+Test(metering, a_meter_whose_end_lies_ahead_closes_only_when_it_is_reached)
+{
+        grant(1000000000);
+        allocation("alc_a", "releasing", RATE, T0, T0 + 10 * SEC, 0);
+        MeteringTick t = tick(T0 + 4 * SEC);
+        cr_assert_eq(t.closed, 0);
+        metering_tick_done(&t);
+        cr_assert_eq(balance(), 1000000000 - 4000);
+        t = tick(T0 + 30 * SEC);
+        cr_assert_eq(t.closed, 1);
+        metering_tick_done(&t);
+        cr_assert_eq(balance(), 1000000000 - 10000);
+}
+
 Test(metering, nothing_after_billing_stopped)
 {
         grant(1000000000);

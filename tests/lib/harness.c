@@ -672,7 +672,10 @@ json_t *jget(const HttpResponse *r, const char *dotted)
                         return NULL;
                 memcpy(key, p, n);
                 key[n] = '\0';
-                v = json_is_object(v) ? json_object_get(v, key) : NULL;
+                if (json_is_array(v) && n > 0 && strspn(key, "0123456789") == n)
+                        v = json_array_get(v, strtoul(key, NULL, 10)); /* "items.0.id" */
+                else
+                        v = json_is_object(v) ? json_object_get(v, key) : NULL;
                 p += n;
                 if (*p == '.')
                         p++;

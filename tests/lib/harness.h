@@ -148,7 +148,8 @@ DEFINE_TRIVIAL_CLEANUP_FUNC(HttpResponse *, http_response_free);
 HttpResponse *api_get(const Controller *c, const char *path, const char *bearer);
 HttpResponse *api_post(const Controller *c, const char *path, const char *bearer, const char *body);
 
-/* Dotted lookup into a JSON body: "error.details.field". NULL when absent. */
+/* Dotted lookup into a JSON body: "error.details.field", "items.0.id" (array
+ * indices). NULL when absent. */
 json_t *jget(const HttpResponse *r, const char *dotted);
 /* The string at a dotted path, or NULL. */
 const char *jstr(const HttpResponse *r, const char *dotted);
