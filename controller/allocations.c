@@ -362,8 +362,9 @@ void allocation_slot_mac(const char *allocation_id, const char *slot_id, char re
 }
 
 /* The slot as the agent's commands carry it. */
-static json_t *slot_command_json(Db *db, const char *allocation_id, const char *slot_id,
-                                 bool hardware_mac)
+/* The MAC is always the controller's: the agent's command requires one (a
+ * network's "hardware" policy is not told apart yet). */
+static json_t *slot_command_json(Db *db, const char *allocation_id, const char *slot_id)
 {
         _cleanup_(db_stmt_resetp) sqlite3_stmt *s = db_stmt(
             db, "SELECT slot_key, gpus, nic, vf_index, nvme FROM node_resource_slots WHERE id = ?");
@@ -381,7 +382,7 @@ static json_t *slot_command_json(Db *db, const char *allocation_id, const char *
                          sqlite3_column_type(s, 3) == SQLITE_NULL
                              ? json_null()
                              : json_integer(sqlite3_column_int64(s, 3)),
-                         "nvme", db_column_text(s, 4), "mac", hardware_mac ? NULL : mac);
+                         "nvme", db_column_text(s, 4), "mac", mac);
 }
 
 static int idempotent_replay(Db *db, const LaunchRequest *q, LaunchResult *res)
@@ -473,12 +474,11 @@ static int launch_write(Db *db, const LaunchRequest *q, const PlacementPick *pic
         int r = id_new("alc", id);
         if (r < 0)
                 return r;
-        bool hardware_mac = streq(q->network.mac_policy, NETWORK_MAC_HARDWARE);
         _cleanup_(json_decrefp) json_t *slots = json_array(), *macs = json_array();
         for (size_t i = 0; i < pick->n_slots; i++) {
                 char mac[18];
                 allocation_slot_mac(id, pick->slot_ids[i], mac);
-                json_array_append_new(macs, hardware_mac ? json_null() : json_string(mac));
+                json_array_append_new(macs, json_string(mac));
         }
         _cleanup_free_ char *macs_text = json_dumps(macs, JSON_COMPACT);
         r = insert_allocation(db, q, id, pick->node_id, cost, macs_text);
@@ -495,7 +495,7 @@ static int launch_write(Db *db, const LaunchRequest *q, const PlacementPick *pic
                 if (r == -EEXIST)
                         return -EAGAIN; /* held elsewhere: the unique index caught it */
                 if (r >= 0) {
-                        json_t *sj = slot_command_json(db, id, pick->slot_ids[i], hardware_mac);
+                        json_t *sj = slot_command_json(db, id, pick->slot_ids[i]);
                         r = sj ? json_array_append_new(slots, sj) : -EIO;
                 }
         }
@@ -660,7 +660,7 @@ static int create_release(Db *db, const char *allocation_id, const char *node_id
                         snprintf(ids[n++], ID_MAX, "%s", strempty(db_column_text(s, 0)));
                 db_stmt_resetp(&s);
                 for (size_t i = 0; i < n; i++) {
-                        json_t *sj = slot_command_json(db, allocation_id, ids[i], false);
+                        json_t *sj = slot_command_json(db, allocation_id, ids[i]);
                         if (!sj)
                                 return -EIO;
                         json_array_append_new(slots, sj);
@@ -684,11 +684,12 @@ static int create_release(Db *db, const char *allocation_id, const char *node_id
                                  ret_task_id);
 }
 
-static int set_columns(Db *db, const char *id, const char *sql_set, const char *text)
+/* db_stmt() caches by the SQL's address: every statement is a literal. */
+#define SET_COLUMNS(cols) "UPDATE allocations SET " cols " WHERE id = ?2"
+
+/* Runs a SET_COLUMNS() statement: ?1 text, ?2 the allocation, ?3 now. */
+static int set_columns(Db *db, const char *id, const char *sql, const char *text)
 {
-        _cleanup_free_ char *sql = NULL;
-        if (asprintf(&sql, "UPDATE allocations SET %s WHERE id = ?2", sql_set) < 0)
-                return -ENOMEM;
         _cleanup_(db_stmt_resetp) sqlite3_stmt *s = db_stmt(db, sql);
         if (!s)
                 return -EIO;
@@ -741,9 +742,9 @@ int allocations_release(Db *db, const char *id, AllocTrigger trigger, const char
         snprintf(ret_node_id, ID_MAX, "%s", a.node_id);
         /* Billing ends the moment the release is asked for. */
         r = set_columns(db, id,
-                        "billing_ended_at = coalesce(billing_ended_at, ?3), "
-                        "release_failed_reason = NULL, updated_at = ?3, "
-                        "failure_reason = coalesce(failure_reason, ?1)",
+                        SET_COLUMNS("billing_ended_at = coalesce(billing_ended_at, ?3), "
+                                    "release_failed_reason = NULL, updated_at = ?3, "
+                                    "failure_reason = coalesce(failure_reason, ?1)"),
                         trigger == ALLOC_TRIGGER_BILLING ? reason : NULL);
         if (r >= 0)
                 r = close_open_commands(db, id, CMD_RELEASE, "superseded");
@@ -770,7 +771,8 @@ int allocations_release(Db *db, const char *id, AllocTrigger trigger, const char
                         r = alloc_state_transition(db, id, ALLOC_RELEASED,
                                                    ALLOC_TRIGGER_TEARDOWN_OK, NULL, NULL);
                 if (r >= 0)
-                        r = set_columns(db, id, "released_at = ?3, updated_at = ?3", NULL);
+                        r = set_columns(db, id, SET_COLUMNS("released_at = ?3, updated_at = ?3"),
+                                        NULL);
                 if (r >= 0)
                         r = ledger_hold_close(db, id);
         }
@@ -793,11 +795,12 @@ int allocations_force_release(Db *db, const char *id, const char *actor_id, cons
                 return r;
         snprintf(ret_node_id, ID_MAX, "%s", a.node_id);
         ret_task_id[0] = '\0';
-        r = set_columns(db, id,
-                        "billing_ended_at = coalesce(billing_ended_at, ?3), billing_stopped = 1, "
+        r = set_columns(
+            db, id,
+            SET_COLUMNS("billing_ended_at = coalesce(billing_ended_at, ?3), billing_stopped = 1, "
                         "released_at = ?3, updated_at = ?3, "
-                        "failure_reason = coalesce(failure_reason, ?1)",
-                        "force_released");
+                        "failure_reason = coalesce(failure_reason, ?1)"),
+            "force_released");
         if (r >= 0)
                 r = close_open_commands(db, id, NULL, "force_released");
         if (r >= 0)
@@ -919,7 +922,8 @@ static int provision_failed(Db *db, Task *t, AllocTrigger trigger, const char *r
                 return task_finish(db, t, false, reason); /* force released meanwhile */
         if (r < 0)
                 return r;
-        r = set_columns(db, t->allocation_id, "failure_reason = ?1, updated_at = ?3", reason);
+        r = set_columns(db, t->allocation_id, SET_COLUMNS("failure_reason = ?1, updated_at = ?3"),
+                        reason);
         if (r >= 0)
                 r = ledger_hold_void(db, t->allocation_id);
         if (r >= 0)
@@ -969,8 +973,9 @@ static int on_assign_reply(Db *db, Task *t, bool ok, json_t *body, usec_t releas
         if (json_is_object(c))
                 conn = json_dumps(c, JSON_COMPACT);
         if (r >= 0)
-                r = set_columns(db, t->allocation_id,
-                                "billing_started_at = ?3, connection = ?1, updated_at = ?3", conn);
+                r = set_columns(
+                    db, t->allocation_id,
+                    SET_COLUMNS("billing_started_at = ?3, connection = ?1, updated_at = ?3"), conn);
         if (r >= 0)
                 r = task_finish(db, t, true, NULL);
         return r;
@@ -1056,15 +1061,16 @@ static int on_release_reply(Db *db, Task *t, bool ok, json_t *body)
             db, t->allocation_id, all_clean ? ALLOC_RELEASED : ALLOC_RELEASE_FAILED,
             all_clean ? ALLOC_TRIGGER_TEARDOWN_OK : ALLOC_TRIGGER_TEARDOWN_FAILED, reason, &from);
         if (r >= 0 && all_clean) {
-                r = set_columns(db, t->allocation_id, "released_at = ?3, updated_at = ?3", NULL);
+                r = set_columns(db, t->allocation_id,
+                                SET_COLUMNS("released_at = ?3, updated_at = ?3"), NULL);
                 if (r >= 0)
                         r = ledger_hold_close(db, t->allocation_id);
         } else if (r >= 0)
                 /* Billing stops the moment teardown fails. */
                 r = set_columns(db, t->allocation_id,
-                                "release_failed_reason = ?1, billing_stopped = 1, "
-                                "billing_ended_at = coalesce(billing_ended_at, ?3), "
-                                "updated_at = ?3",
+                                SET_COLUMNS("release_failed_reason = ?1, billing_stopped = 1, "
+                                            "billing_ended_at = coalesce(billing_ended_at, ?3), "
+                                            "updated_at = ?3"),
                                 reason);
         else if (r == -EPERM)
                 r = 0; /* a cleanup after a failed provision or a force release */
@@ -1108,9 +1114,9 @@ int allocations_on_timeout(Db *db, Task *t, usec_t release_deadline_at)
                                    ALLOC_TRIGGER_TIMEOUT, "agent_timeout", NULL);
         if (r >= 0)
                 r = set_columns(db, t->allocation_id,
-                                "release_failed_reason = ?1, billing_stopped = 1, "
-                                "billing_ended_at = coalesce(billing_ended_at, ?3), "
-                                "updated_at = ?3",
+                                SET_COLUMNS("release_failed_reason = ?1, billing_stopped = 1, "
+                                            "billing_ended_at = coalesce(billing_ended_at, ?3), "
+                                            "updated_at = ?3"),
                                 "agent_timeout");
         else if (r == -EPERM)
                 r = 0;
@@ -1135,7 +1141,8 @@ int allocations_fail_pending(Db *db)
                 int r = alloc_state_transition(db, ids[i], ALLOC_FAILED, ALLOC_TRIGGER_ABANDON,
                                                "controller_restart", NULL);
                 if (r >= 0)
-                        r = set_columns(db, ids[i], "failure_reason = ?1, updated_at = ?3",
+                        r = set_columns(db, ids[i],
+                                        SET_COLUMNS("failure_reason = ?1, updated_at = ?3"),
                                         "controller_restart");
                 if (r >= 0)
                         r = move_slots(db, ids[i], SLOT_AVAILABLE, SLOT_TRIGGER_UNRESERVE, NULL,
