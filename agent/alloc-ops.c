@@ -439,6 +439,14 @@ AllocHost *alloc_host_free(AllocHost *h)
         return NULL;
 }
 
+void alloc_host_hook(const AllocHost *h, const char **ret_hook_dir, const char **ret_hook,
+                     const char **ret_runtime_dir)
+{
+        *ret_hook_dir = h->hook_dir;
+        *ret_hook = h->hook;
+        *ret_runtime_dir = h->runtime_dir;
+}
+
 int alloc_host_from_config(const Config *c, const HostSource *source, AllocHost **ret)
 {
         _cleanup_free_ char *shipped = NULL;
@@ -478,6 +486,14 @@ int alloc_host_from_config(const Config *c, const HostSource *source, AllocHost 
         if (!hook)
                 log_warning("No runtime hook is configured (hook): allocations get their "
                             "devices but no workload");
+        else {
+                _cleanup_free_ char *path = NULL;
+                if (asprintf(&path, "%s/%s", hook_dir, hook) >= 0 && access(path, X_OK) < 0)
+                        log_warning_errno(negative_errno(),
+                                          "The runtime hook %s is not executable (yet): every "
+                                          "assignment will fail with workload_start_failed: %m",
+                                          path);
+        }
         return 0;
 }
 

@@ -122,6 +122,11 @@ int alloc_host_new(const AllocHostOptions *o, AllocHost **ret);
  * simulated-shell hook by default). */
 int alloc_host_from_config(const Config *c, const HostSource *source, AllocHost **ret);
 AllocHost *alloc_host_free(AllocHost *h);
+/* The runtime hook (NULL when none is configured), its directory, and the
+ * directory holding each allocation's runtime directory (<runtime_dir>/<id>):
+ * what the console (console.h) runs the hook's console verb with. */
+void alloc_host_hook(const AllocHost *h, const char **ret_hook_dir, const char **ret_hook,
+                     const char **ret_runtime_dir);
 DEFINE_TRIVIAL_CLEANUP_FUNC(AllocHost *, alloc_host_free);
 
 /* Apply the command; the result is always filled in (ret->error_code says
