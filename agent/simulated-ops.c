@@ -126,6 +126,11 @@ int simulated_default_hook_dir(char **ret)
                                 return -ENOMEM;
                         }
                         if (access(hook, X_OK) == 0) {
+                                char *real = realpath(p, NULL); /* no "sbin/../" in logs */
+                                if (real) {
+                                        free(p);
+                                        p = real;
+                                }
                                 *ret = p;
                                 return 0;
                         }

@@ -1,0 +1,194 @@
+/* SPDX-License-Identifier: MIT */
+/* The simulated host's slot steps: the same order, reasons and SR-IOV rules
+ * as slot_assign()/slot_teardown() (a non-zero VF count never changes, more
+ * than the total is refused), its state files, and the fault rules (a step
+ * name, hang:, @id, comments) read again by every step. The daemon's use of
+ * it is in test-alloc-ops.c. */
+
+#include <jansson.h>
+
+#include "hostops-test.h"
+#include "pci-sysfs.h"
+#include "simulated-ops.h"
+
+#define T(name) Test(simulated_ops, name, .init = setup, .fini = teardown, .timeout = 30)
+
+static SimulatedHost *sim;
+
+static void setup(void)
+{
+        tree_init();
+        cr_assert_eq(simulated_host_open(tpath("state"), &sim), 0);
+}
+
+static void teardown(void)
+{
+        simulated_host_free(sim);
+        sim = NULL;
+        tree_fini();
+}
+
+static const char *gpus[] = {"0000:d1:00.0"};
+
+static SlotSpec spec(const char *slot, unsigned vf_index)
+{
+        SlotSpec s = {.root = "/nonexistent",
+                      .slot_id = slot,
+                      .allocation_id = "alc_1",
+                      .gpus = gpus,
+                      .n_gpus = 1,
+                      .nic_pf = "0000:d5:00.0",
+                      .nic_num_vfs = 2,
+                      .vf_index = vf_index,
+                      .nvme = "0000:9a:00.0",
+                      .step_timeout_ms = 300};
+        vf_mac_parse("02:00:00:00:00:01", s.vf.mac);
+        s.vf.vlan = 7;
+        s.vf.spoofchk = true;
+        s.vf.link_state = VF_LINK_STATE_ENABLE;
+        return s;
+}
+
+static json_t *state(const char *kind, const char *name)
+{
+        json_t *j = json_load_file(tpath("state/simulated-host/%s/%s.json", kind, name), 0, NULL);
+        cr_assert(j, "%s/%s.json", kind, name);
+        return j;
+}
+
+static void step_names(const SlotReport *rep, const char *want)
+{
+        char got[512] = "";
+        for (size_t i = 0; i < rep->n_steps; i++)
+                snprintf(got + strlen(got), sizeof(got) - strlen(got), "%s%s", i ? " " : "",
+                         slot_step_name(rep->steps[i].step));
+        cr_expect_str_eq(got, want);
+}
+
+T(assign_and_teardown_follow_the_real_steps_and_leave_the_state_files)
+{
+        SlotSpec s = spec("slt_a", 0);
+        SlotReport rep;
+        cr_assert_eq(simulated_slot_assign(sim, &s, &rep), 0, "%s", strempty(rep.reason));
+        step_names(&rep, "create_vfs configure_vf bind_vf bind_nvme bind_gpu start_workload");
+        cr_expect_str_eq(rep.vf_address, "0000:d5:00.1");
+        json_t *nic = state("nics", "0000:d5:00.0");
+        cr_expect_eq(json_integer_value(json_object_get(nic, "num_vfs")), 2, "the planned count");
+        cr_expect_eq(json_integer_value(json_object_get(nic, "total_vfs")), 16);
+        json_decref(nic);
+        json_t *slot = state("slots", "slt_a");
+        cr_expect_str_eq(json_string_value(json_object_get(slot, "state")), "assigned");
+        json_t *vf = json_object_get(slot, "vf");
+        cr_expect_str_eq(json_string_value(json_object_get(vf, "mac")), "02:00:00:00:00:01");
+        cr_expect_eq(json_integer_value(json_object_get(vf, "vlan")), 7);
+        cr_expect_str_eq(json_string_value(json_object_get(vf, "link_state")), "enable");
+        cr_expect(json_is_true(json_object_get(slot, "simulated")));
+        json_decref(slot);
+
+        cr_assert_eq(simulated_slot_teardown(sim, &s, &rep), 0, "%s", strempty(rep.reason));
+        step_names(&rep, "stop_workload reset reset reset wipe_nvme reset_vf_config rebind rebind");
+        slot = state("slots", "slt_a");
+        cr_expect_str_eq(json_string_value(json_object_get(slot, "state")), "available");
+        json_t *nvme = json_object_get(slot, "nvme");
+        cr_expect_str_eq(json_string_value(json_object_get(nvme, "wipe_method")), "simulated");
+        cr_expect_str_eq(json_string_value(json_object_get(nvme, "driver")), "nvme");
+        cr_expect_eq(json_integer_value(json_object_get(json_object_get(slot, "resets"),
+                                                        "0000:d5:00.1")),
+                     1);
+        json_decref(slot);
+
+        /* Idempotent: again, same result. */
+        cr_expect_eq(simulated_slot_teardown(sim, &s, &rep), 0);
+        cr_expect_eq(simulated_slot_assign(sim, &s, &rep), 0);
+}
+
+T(a_pf_with_vfs_is_never_recounted_and_the_total_bounds_the_plan)
+{
+        SlotSpec a = spec("slt_a", 0), b = spec("slt_b", 1), c = spec("slt_c", 2);
+        SlotReport rep;
+        a.nic_num_vfs = 1; /* the PF gets one VF */
+        cr_assert_eq(simulated_slot_assign(sim, &a, &rep), 0);
+        cr_expect_eq(simulated_slot_assign(sim, &b, &rep), -EBUSY, "1 -> 2 would destroy VF 0");
+        cr_expect_str_eq(rep.reason, "vf_create_failed");
+
+        c.nic_pf = "0000:c5:00.0";
+        c.nic_num_vfs = 17;
+        cr_expect_eq(simulated_slot_assign(sim, &c, &rep), -ERANGE);
+        cr_expect_str_eq(rep.reason, "vf_create_failed");
+
+        /* Teardown of a slot whose VF never existed fails like the real one. */
+        cr_expect_eq(simulated_slot_teardown(sim, &c, &rep), -ENOENT);
+        cr_expect_str_eq(rep.reason, "workload_stop_failed");
+}
+
+static void faults(const char *text)
+{
+        tput("state/simulated-host/faults", text);
+}
+
+T(fault_rules_fail_the_step_named_and_only_for_the_id_named)
+{
+        SlotSpec s = spec("slt_a", 0);
+        SlotReport rep;
+        faults("# a comment\n\n  bind_nvme   # failing\n");
+        cr_expect_eq(simulated_slot_assign(sim, &s, &rep), -ENXIO);
+        cr_expect_str_eq(rep.reason, "nvme_bind_failed");
+        step_names(&rep, "create_vfs configure_vf bind_vf bind_nvme");
+        cr_expect(strstr(rep.steps[3].detail, "simulated fault: bind_nvme"), "%s",
+                  rep.steps[3].detail);
+
+        faults("bind_nvme@slt_other\nwipe_nvme@alc_1\n");
+        cr_expect_eq(simulated_slot_assign(sim, &s, &rep), 0, "a rule for another slot");
+        cr_expect_eq(simulated_slot_teardown(sim, &s, &rep), -EIO, "a rule for the allocation");
+        cr_expect_str_eq(rep.reason, "nvme_wipe_failed");
+        json_t *slot = state("slots", "slt_a");
+        cr_expect_str_eq(json_string_value(json_object_get(slot, "state")), "teardown_failed");
+        cr_expect_str_eq(json_string_value(json_object_get(slot, "failed_step")), "wipe_nvme");
+        json_decref(slot);
+
+        faults("");
+        cr_expect_eq(simulated_slot_teardown(sim, &s, &rep), 0, "the rule is gone: done");
+}
+
+T(a_hang_waits_for_the_step_timeout_then_times_out)
+{
+        SlotSpec s = spec("slt_a", 0);
+        SlotReport rep;
+        faults("hang:reset_vf_config\n");
+        cr_assert_eq(simulated_slot_assign(sim, &s, &rep), 0);
+        unsigned long long t0 = pci_now_ms();
+        cr_expect_eq(simulated_slot_teardown(sim, &s, &rep), -ETIMEDOUT);
+        cr_expect_geq(pci_now_ms() - t0, 300, "it waited the step timeout");
+        cr_expect_str_eq(rep.reason, "vf_config_failed");
+
+        char detail[256];
+        faults("hang:start_workload@alc_1\n");
+        cr_expect_eq(simulated_fault(sim, SLOT_STEP_START_WORKLOAD, "alc_1", NULL, 50, detail,
+                                     sizeof(detail)),
+                     -ETIMEDOUT);
+        cr_expect_eq(simulated_fault(sim, SLOT_STEP_STOP_WORKLOAD, "alc_1", NULL, 50, detail,
+                                     sizeof(detail)),
+                     0);
+}
+
+T(names_and_addresses)
+{
+        char vf[16];
+        _cleanup_free_ char *ifname = NULL;
+        cr_expect_eq(simulated_vf_address("0000:d5:00.0", 0, vf), 0);
+        cr_expect_str_eq(vf, "0000:d5:00.1");
+        cr_expect_eq(simulated_vf_address("0000:d5:00.0", 7, vf), 0);
+        cr_expect_str_eq(vf, "0000:d5:01.0");
+        cr_expect_eq(simulated_vf_address("0000:d5:1f.0", 8, vf), -ERANGE);
+        cr_expect_eq(simulated_vf_address("d5:00.0", 0, vf), -EINVAL);
+        cr_expect_eq(simulated_nic_ifname("0000:c5:00.0", &ifname), 0);
+        cr_expect_str_eq(ifname, "sim-enp197s0f0");
+        cr_expect_lt(strlen(ifname), 16, "fits IFNAMSIZ");
+
+        SlotSpec s = spec("../slt", 0);
+        SlotReport rep;
+        cr_expect_eq(simulated_slot_assign(sim, &s, &rep), -EINVAL, "ids become file names");
+        s = spec("slt_a", 0);
+        s.hook = "some-hook";
+        cr_expect_eq(simulated_slot_assign(sim, &s, &rep), -EINVAL, "the hook runs outside");
+}
