@@ -10,20 +10,43 @@
 #include <sys/stat.h>
 
 #include "hooks.h"
-#include "inventory.h"
 #include "log.h"
 #include "macro.h"
 #include "pci-bind.h"
 #include "pci-sysfs.h"
 #include "simulated-ops.h"
-#include "slotmap.h"
 #include "sriov.h"
 
 #define NOT_ATTEMPTED "not_attempted"
 
-static void strv_freep(char ***l)
+/* NULL-terminated string lists, here rather than inventory.c's strv so this
+ * module links without the discovery code (tests/vm builds it alone). */
+static char **list_free(char **l)
 {
-        strv_free(*l);
+        for (char **i = l; i && *i; i++)
+                free(*i);
+        free(l);
+        return NULL;
+}
+
+static void list_freep(char ***l)
+{
+        list_free(*l);
+}
+
+static int list_push(char ***l, const char *s)
+{
+        size_t n = 0;
+        while (*l && (*l)[n])
+                n++;
+        char **m = realloc(*l, (n + 2) * sizeof(char *));
+        if (!m)
+                return -ENOMEM;
+        *l = m;
+        if (!(m[n] = strdup(s)))
+                return -ENOMEM;
+        m[n + 1] = NULL;
+        return 0;
 }
 
 /* ---- the request ---- */
@@ -96,7 +119,7 @@ static void alloc_slot_done(AllocSlot *s)
 {
         free(s->slot_id);
         free(s->slot_key);
-        strv_free(s->gpus);
+        list_free(s->gpus);
         free(s->nic);
         free(s->nvme);
 }
@@ -111,7 +134,7 @@ AllocRequest *alloc_request_free(AllocRequest *r)
         free(r->image_source);
         free(r->ssh_user);
         free(r->network_id);
-        strv_free(r->ssh_keys);
+        list_free(r->ssh_keys);
         for (size_t i = 0; i < r->n_slots; i++)
                 alloc_slot_done(&r->slots[i]);
         free(r->slots);
@@ -200,7 +223,7 @@ static int parse_slot(AllocKind kind, const ProtoValue *v, AllocSlot *s, char **
                         return r == -EPROTO ? r : bad(reason, &gpus, "unreadable");
                 if (!pci_address_is_valid(a))
                         return bad(reason, &g, "not a PCI address (dddd:bb:dd.f, lower case)");
-                if ((r = strv_push(&s->gpus, a)) < 0)
+                if ((r = list_push(&s->gpus, a)) < 0)
                         return r;
                 s->n_gpus++;
         }
@@ -239,22 +262,22 @@ static int parse_slot(AllocKind kind, const ProtoValue *v, AllocSlot *s, char **
 /* No function, and no VF of a PF, in two slots of the command. */
 static int check_distinct(const AllocRequest *req, const ProtoValue *slots, char **reason)
 {
-        _cleanup_(strv_freep) char **seen = NULL;
+        _cleanup_(list_freep) char **seen = NULL;
         for (size_t i = 0; i < req->n_slots; i++) {
                 const AllocSlot *s = &req->slots[i];
-                _cleanup_(strv_freep) char **mine = NULL;
+                _cleanup_(list_freep) char **mine = NULL;
                 char vf[32];
                 ProtoValue v;
                 if (proto_array_at(slots, i, &v) < 0)
                         return -EPROTO;
-                int r = strv_push(&mine, s->slot_id);
+                int r = list_push(&mine, s->slot_id);
                 for (size_t k = 0; r >= 0 && k < s->n_gpus; k++)
-                        r = strv_push(&mine, s->gpus[k]);
+                        r = list_push(&mine, s->gpus[k]);
                 if (r >= 0 && s->nvme)
-                        r = strv_push(&mine, s->nvme);
+                        r = list_push(&mine, s->nvme);
                 if (r >= 0 && s->nic) {
                         snprintf(vf, sizeof(vf), "%s vf %u", s->nic, s->vf_index);
-                        r = strv_push(&mine, vf);
+                        r = list_push(&mine, vf);
                 }
                 if (r < 0)
                         return r;
@@ -263,7 +286,7 @@ static int check_distinct(const AllocRequest *req, const ProtoValue *slots, char
                                 if (streq(*o, *m))
                                         return bad(reason, &v, "%s appears twice in the command",
                                                    *m);
-                        if ((r = strv_push(&seen, *m)) < 0)
+                        if ((r = list_push(&seen, *m)) < 0)
                                 return r;
                 }
         }
@@ -339,7 +362,7 @@ int alloc_request_parse(AllocKind kind, const ProtoValue *body, AllocRequest **r
                                 return r == -EPROTO ? r : bad(reason, &keys, "unreadable");
                         if (!k[0] || !is_one_line(k) || !strchr(k, ' '))
                                 return bad(reason, &v, "not an OpenSSH public key line");
-                        if ((r = strv_push(&req->ssh_keys, k)) < 0)
+                        if ((r = list_push(&req->ssh_keys, k)) < 0)
                                 return r;
                 }
         }
@@ -373,9 +396,8 @@ struct AllocHost {
         SimulatedHost *sim;
         char *root, *hook_dir, *hook, *runtime_dir, *public_address, *gpu_host_driver;
         unsigned step_timeout_ms, hook_timeout_ms, wipe_timeout_ms;
-        const HostSource *source;
-        bool plan_loaded;
-        char **vf_plan; /* pf, count, pf, count, ... */
+        AllocVfPlan *vf_plan; /* pf strings owned */
+        size_t n_vf_plan;
 };
 
 static int strdup_or_null(const char *s, char **ret)
@@ -397,7 +419,6 @@ int alloc_host_new(const AllocHostOptions *o, AllocHost **ret)
         if (!o->state_dir || !o->hook_dir)
                 return -EINVAL;
         h->simulated = o->simulated;
-        h->source = o->source;
         h->step_timeout_ms = o->step_timeout_ms ? o->step_timeout_ms : 30000;
         h->hook_timeout_ms = o->hook_timeout_ms ? o->hook_timeout_ms : 300000;
         h->wipe_timeout_ms = o->wipe_timeout_ms ? o->wipe_timeout_ms : 3600000;
@@ -416,6 +437,13 @@ int alloc_host_new(const AllocHostOptions *o, AllocHost **ret)
                 r = asprintf(&h->runtime_dir, "%s/runtime", o->state_dir) < 0 ? -ENOMEM : 0;
         if (r < 0)
                 return log_oom();
+        if (o->n_vf_plan > 0 && !(h->vf_plan = calloc(o->n_vf_plan, sizeof(AllocVfPlan))))
+                return log_oom();
+        for (size_t i = 0; i < o->n_vf_plan; i++, h->n_vf_plan++)
+                if (!(h->vf_plan[i].pf = strdup(o->vf_plan[i].pf)))
+                        return log_oom();
+                else
+                        h->vf_plan[i].num_vfs = o->vf_plan[i].num_vfs;
         if (o->simulated && (r = simulated_host_open(o->state_dir, &h->sim)) < 0)
                 return r;
         *ret = TAKE_PTR(h);
@@ -433,7 +461,9 @@ AllocHost *alloc_host_free(AllocHost *h)
         free(h->runtime_dir);
         free(h->public_address);
         free(h->gpu_host_driver);
-        strv_free(h->vf_plan);
+        for (size_t i = 0; i < h->n_vf_plan; i++)
+                free((char *)h->vf_plan[i].pf);
+        free(h->vf_plan);
         pthread_mutex_destroy(&h->lock);
         free(h);
         return NULL;
@@ -447,98 +477,12 @@ void alloc_host_hook(const AllocHost *h, const char **ret_hook_dir, const char *
         *ret_runtime_dir = h->runtime_dir;
 }
 
-int alloc_host_from_config(const Config *c, const HostSource *source, AllocHost **ret)
+/* The node's planned VF count of pf (from its slot map), at least at_least. */
+static unsigned planned_vfs(const AllocHost *h, const char *pf, unsigned at_least)
 {
-        _cleanup_free_ char *shipped = NULL;
-        bool simulated = source && source->simulate;
-        const char *hook = config_get(c, "hook"), *hook_dir = config_get(c, "hook_dir");
-        int r;
-
-        if (simulated && !hook)
-                hook = SIMULATED_DEFAULT_HOOK;
-        if (!hook_dir && simulated) {
-                if ((r = simulated_default_hook_dir(&shipped)) < 0)
-                        return r;
-                hook_dir = shipped;
-        }
-        if (!hook_dir)
-                hook_dir = "/etc/gpuslice/hooks";
-        const AllocHostOptions o = {
-            .state_dir = config_get(c, "state_dir"),
-            .simulated = simulated,
-            .root = "/",
-            .hook_dir = hook_dir,
-            .hook = hook,
-            .runtime_dir = config_get(c, "runtime_dir"),
-            .public_address = config_get(c, "public_address"),
-            .gpu_host_driver = config_get(c, "gpu_host_driver"),
-            .step_timeout_ms = (unsigned)config_get_int(c, "step_timeout_s") * 1000,
-            .hook_timeout_ms = (unsigned)config_get_int(c, "hook_timeout_s") * 1000,
-            .wipe_timeout_ms = (unsigned)config_get_int(c, "wipe_timeout_s") * 1000,
-            .source = source,
-        };
-        r = alloc_host_new(&o, ret);
-        if (r < 0)
-                return r;
-        log_info("Allocations | simulated=%s hook=%s hook_dir=%s runtime_dir=%s",
-                 simulated ? "true" : "false", hook ? hook : "(none: no workload is started)",
-                 hook_dir, (*ret)->runtime_dir);
-        if (!hook)
-                log_warning("No runtime hook is configured (hook): allocations get their "
-                            "devices but no workload");
-        else {
-                _cleanup_free_ char *path = NULL;
-                if (asprintf(&path, "%s/%s", hook_dir, hook) >= 0 && access(path, X_OK) < 0)
-                        log_warning_errno(negative_errno(),
-                                          "The runtime hook %s is not executable (yet): every "
-                                          "assignment will fail with workload_start_failed: %m",
-                                          path);
-        }
-        return 0;
-}
-
-/* The node's planned VF count of pf: one VF per slot that plans one on it
- * (the highest planned index + 1), from the node's slot map. */
-static unsigned planned_vfs(AllocHost *h, const char *pf, unsigned at_least)
-{
-        if (!h->plan_loaded && h->source) {
-                _cleanup_(inventory_freep) Inventory *inv = NULL;
-                _cleanup_(slot_map_freep) SlotMap *map = NULL;
-                h->plan_loaded = true;
-                int r = host_load(h->source, &inv);
-                if (r >= 0)
-                        r = slot_map_plan(inv, &map);
-                if (r < 0)
-                        log_warning_errno(r, "Cannot plan the VF count per NIC; each slot's VF "
-                                             "index decides: %m");
-                for (size_t i = 0; map && i < map->n_slots; i++) {
-                        const Slot *s = &map->slots[i];
-                        if (!s->nic || s->vf_index < 0)
-                                continue;
-                        char count[16];
-                        bool found = false;
-                        for (char **p = h->vf_plan; p && p[0] && p[1]; p += 2)
-                                if (streq(p[0], s->nic)) {
-                                        found = true;
-                                        if ((unsigned)atoi(p[1]) < (unsigned)s->vf_index + 1) {
-                                                snprintf(count, sizeof(count), "%d",
-                                                         s->vf_index + 1);
-                                                char *dup = strdup(count);
-                                                if (dup) {
-                                                        free(p[1]);
-                                                        p[1] = dup;
-                                                }
-                                        }
-                                }
-                        snprintf(count, sizeof(count), "%d", s->vf_index + 1);
-                        if (!found && (strv_push(&h->vf_plan, s->nic) < 0 ||
-                                       strv_push(&h->vf_plan, count) < 0))
-                                log_oom();
-                }
-        }
-        for (char **p = h->vf_plan; p && p[0] && p[1]; p += 2)
-                if (streq(p[0], pf))
-                        return MAX((unsigned)atoi(p[1]), at_least);
+        for (size_t i = 0; i < h->n_vf_plan; i++)
+                if (streq(h->vf_plan[i].pf, pf))
+                        return MAX(h->vf_plan[i].num_vfs, at_least);
         return at_least;
 }
 

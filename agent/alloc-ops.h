@@ -103,6 +103,13 @@ void alloc_result_done(AllocResult *r);
 
 typedef struct AllocHost AllocHost;
 
+/* The node's planned VF count of a NIC PF: one per slot its slot map plans
+ * on it (the highest VF index + 1). */
+typedef struct AllocVfPlan {
+        const char *pf;
+        unsigned num_vfs;
+} AllocVfPlan;
+
 typedef struct AllocHostOptions {
         const char *state_dir;
         bool simulated;              /* the slot steps act on <state_dir>/simulated-host */
@@ -113,13 +120,17 @@ typedef struct AllocHostOptions {
         const char *public_address;  /* NULL: the host name */
         const char *gpu_host_driver; /* NULL: GPUs stay on vfio-pci after a teardown */
         unsigned step_timeout_ms, hook_timeout_ms, wipe_timeout_ms;
-        const HostSource *source; /* the node's slot map plans the VF count per PF; may be NULL */
+        /* A PF without VFs gets its planned count; one not listed: the slot's
+         * VF index + 1. */
+        const AllocVfPlan *vf_plan;
+        size_t n_vf_plan;
 } AllocHostOptions;
 
 int alloc_host_new(const AllocHostOptions *o, AllocHost **ret);
 /* From the agent's settings (hook, hook_dir, runtime_dir, public_address,
  * gpu_host_driver, step/hook/wipe_timeout_s; with --simulate the shipped
- * simulated-shell hook by default). */
+ * simulated-shell hook by default) and the VF plan of the source's slot map
+ * (agent/alloc-config.c). */
 int alloc_host_from_config(const Config *c, const HostSource *source, AllocHost **ret);
 AllocHost *alloc_host_free(AllocHost *h);
 /* The runtime hook (NULL when none is configured), its directory, and the

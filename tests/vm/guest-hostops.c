@@ -16,6 +16,7 @@
 #include <sys/wait.h>
 #include <time.h>
 
+#include "alloc-ops.h"
 #include "macro.h"
 #include "nvme-wipe.h"
 #include "pci-bind.h"
@@ -538,6 +539,172 @@ static void scenario_slot_ops(const char *pf)
               err(r), rep.reason ? ", " : "", rep.reason ? rep.reason : "");
 }
 
+/* An allocation command's body as the controller sends it: two or three
+ * slots, each one NVMe VF standing in for a GPU (any PCI function works). */
+static AllocRequest *alloc_request(AllocKind kind, const char *const *gpus, size_t n,
+                                   ProtoEnvelope **env)
+{
+        ProtoWriter w;
+        void *msg = NULL;
+        size_t len;
+        char *reason = NULL;
+        AllocRequest *req = NULL;
+        proto_writer_init(&w);
+        proto_write_map_begin(&w);
+        proto_write_kv_str(&w, "allocation_id", "alc_vm2");
+        if (kind == ALLOC_ASSIGN) {
+                proto_write_key(&w, "image");
+                proto_write_map_begin(&w);
+                proto_write_kv_str(&w, "id", "img_vm");
+                proto_write_kv_str(&w, "name", "test");
+                proto_write_kv_str(&w, "source", "/nonexistent.qcow2");
+                proto_write_kv_str(&w, "ssh_user", "tenant");
+                proto_write_end(&w);
+                proto_write_key(&w, "network");
+                proto_write_map_begin(&w);
+                proto_write_kv_str(&w, "id", "net_vm");
+                proto_write_kv_uint(&w, "vlan", 0);
+                proto_write_kv_bool(&w, "spoofchk", true);
+                proto_write_kv_bool(&w, "trust", false);
+                proto_write_end(&w);
+                proto_write_key(&w, "ssh_keys");
+                proto_write_array_begin(&w);
+                proto_write_str(&w, "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsab "
+                                    "t@vm");
+                proto_write_end(&w);
+        }
+        proto_write_key(&w, "slots");
+        proto_write_array_begin(&w);
+        for (size_t i = 0; i < n; i++) {
+                char id[16];
+                snprintf(id, sizeof(id), "slt_%c", (char)('a' + i));
+                proto_write_map_begin(&w);
+                proto_write_kv_str(&w, "slot_id", id);
+                proto_write_kv_str(&w, "slot_key", id);
+                proto_write_key(&w, "gpus");
+                proto_write_array_begin(&w);
+                proto_write_str(&w, gpus[i]);
+                proto_write_end(&w);
+                proto_write_key(&w, "nic");
+                proto_write_nil(&w);
+                proto_write_key(&w, "vf_index");
+                proto_write_nil(&w);
+                proto_write_key(&w, "nvme");
+                proto_write_nil(&w);
+                proto_write_kv_str(&w, "mac", "02:00:00:00:00:0a");
+                proto_write_end(&w);
+        }
+        proto_write_end(&w);
+        proto_write_end(&w);
+        const ProtoHeader h = {.type = "command.allocation.assign", .id = "cmd_vm", .epoch = 1};
+        int r = proto_encode_writer(&h, &w, &msg, &len);
+        if (r >= 0)
+                r = proto_decode(msg, len, env, &reason);
+        if (r >= 0)
+                r = alloc_request_parse(kind, &(*env)->body, &req, &reason);
+        if (r < 0)
+                diag("alloc request: %s (%s)", err(r), strempty(reason));
+        proto_writer_done(&w);
+        free(msg);
+        free(reason);
+        return req;
+}
+
+static int count_lines(const char *path, const char *prefix)
+{
+        FILE *f = fopen(path, "re");
+        char line[512];
+        int n = 0;
+        while (f && fgets(line, sizeof(line), f))
+                n += startswith(line, prefix);
+        if (f)
+                fclose(f);
+        return n;
+}
+
+/* command.allocation.assign and .release (alloc-ops) on the real kernel: two
+ * slots bound to vfio-pci and the hook started once with both; a release
+ * whose first slot cannot be reset still tears the other two down. */
+static void scenario_alloc_ops(const char *pf)
+{
+        _cleanup_free_ char *vf0 = NULL, *vf1 = NULL, *d0 = NULL, *d1 = NULL;
+        AllocHost *h = NULL;
+        AllocResult res;
+        int r;
+
+        r = sriov_set_num_vfs(root, pf, 2, 10000);
+        if (r < 0 || sriov_vf_address(root, pf, 0, &vf0) < 0 ||
+            sriov_vf_address(root, pf, 1, &vf1) < 0) {
+                check(false, "two VFs for the allocation (%s)", err(r));
+                return;
+        }
+        FILE *f = fopen("/tmp/hooks/record-all", "we");
+        if (f) {
+                fputs("#!/bin/sh\necho \"$*\" >> /tmp/alloc-calls\n", f);
+                fclose(f);
+        }
+        chmod("/tmp/hooks/record-all", 0755);
+        const AllocHostOptions o = {.state_dir = "/tmp/alloc-state",
+                                    .root = root,
+                                    .hook_dir = "/tmp/hooks",
+                                    .hook = "record-all",
+                                    .runtime_dir = "/tmp/alloc-rt",
+                                    .step_timeout_ms = 15000,
+                                    .hook_timeout_ms = 15000,
+                                    .wipe_timeout_ms = 60000};
+        mkdir("/tmp/alloc-state", 0700);
+        r = alloc_host_new(&o, &h);
+        check(r == 0, "an allocation host on the real root (%s)", err(r));
+        if (r < 0)
+                return;
+
+        const char *two[] = {vf0, vf1};
+        ProtoEnvelope *env = NULL;
+        AllocRequest *req = alloc_request(ALLOC_ASSIGN, two, 2, &env);
+        r = req ? alloc_assign(h, req, &res) : -EINVAL;
+        pci_driver_of(root, vf0, &d0);
+        pci_driver_of(root, vf1, &d1);
+        check(r == 0 && !res.error_code && res.workload_ok && d0 && streq(d0, "vfio-pci") && d1 &&
+                  streq(d1, "vfio-pci"),
+              "alloc assign: both slots' functions on vfio-pci, the workload started (%s, %s)",
+              err(r), res.error_message ? res.error_message : "no failure");
+        check(count_lines("/tmp/alloc-calls", "start slt_a alc_vm2 ") == 1 &&
+                  path_exists("/tmp/alloc-rt/alc_vm2/authorized_keys"),
+              "the hook started once for the allocation, the tenant's keys beside it");
+        void *body = NULL;
+        size_t len = 0;
+        r = alloc_reply_body("cmd_vm", &res, &body, &len);
+        check(r == 0 && len > 0, "the assign reply encodes (%s, %zu bytes)", err(r), len);
+        free(body);
+        alloc_result_done(&res);
+        alloc_request_free(req);
+        proto_envelope_free(env);
+
+        /* A release naming a function the host lacks first: its reset fails,
+         * the two real slots are still torn down. */
+        const char *three[] = {"0000:00:1f.7", vf0, vf1};
+        env = NULL;
+        req = alloc_request(ALLOC_RELEASE, three, 3, &env);
+        r = req ? alloc_release(h, req, &res) : -EINVAL;
+        check(r == 0 && res.n_slots == 3 && res.error_code &&
+                  streq(res.error_code, "reset_failed") && res.slots[0].error < 0 &&
+                  res.slots[1].error == 0 && res.slots[2].error == 0,
+              "alloc release: the missing function fails reset_failed, the other two slots are "
+              "torn down (%s, %s)",
+              err(r), strempty(res.error_message));
+        check(count_lines("/tmp/alloc-calls", "stop slt_a alc_vm2 ") == 1 &&
+                  !path_exists("/tmp/alloc-rt/alc_vm2"),
+              "the hook was stopped once and the allocation's runtime directory removed");
+        alloc_result_done(&res);
+        alloc_request_free(req);
+        proto_envelope_free(env);
+        alloc_host_free(h);
+        pci_unbind(root, vf0, 10000);
+        pci_unbind(root, vf1, 10000);
+        r = sriov_set_num_vfs(root, pf, 0, 10000);
+        check(r >= 0, "VFs back to 0 (%s)", err(r));
+}
+
 static char *netdevsim_ifname(void)
 {
         const char *dir = "/sys/bus/netdevsim/devices/netdevsim1/net";
@@ -629,6 +796,8 @@ int main(void)
                 diag("wipe: %llu ms", pci_now_ms() - t0);
                 scenario_slot_ops(pf);
                 diag("slot-ops: %llu ms", pci_now_ms() - t0);
+                scenario_alloc_ops(pf);
+                diag("alloc-ops: %llu ms", pci_now_ms() - t0);
         }
         scenario_netdevsim();
         diag("total: %llu ms", pci_now_ms() - t0);

@@ -51,13 +51,18 @@ mkdir -p "$st"/{bin,sbin,proc,sys,dev,tmp,lib,lib64,usr/lib}
 
 # The guest program: the agent's host-operation modules, no sanitizers.
 srcs=()
-for m in pci-sysfs sriov pci-bind pci-reset nvme-wipe vf-config hooks slot-ops sysfs-path; do
+for m in pci-sysfs sriov pci-bind pci-reset nvme-wipe vf-config hooks slot-ops sysfs-path \
+        alloc-ops simulated-ops; do
         srcs+=("$src/agent/$m.c")
+done
+# alloc-ops reads command bodies (the protocol codec) and logs.
+for m in proto log timeutil; do
+        srcs+=("$src/common/$m.c")
 done
 if ! out=$(cc -std=gnu17 -O2 -g0 -D_GNU_SOURCE -Wall -Wextra -Werror -Wno-unused-parameter \
         -Wno-missing-field-initializers -I"$src/agent" -I"$src/common" \
         "${srcs[@]}" "$here/guest-hostops.c" -o "$st/guest-hostops" \
-        $(pkg-config --cflags --libs libnl-route-3.0 libnl-3.0) 2>&1); then
+        $(pkg-config --cflags --libs libnl-route-3.0 libnl-3.0 jansson msgpack) -pthread 2>&1); then
         finish not-ok "guest program builds" "$out"
 fi
 # Its shared libraries and the loader, as ldd names them.
