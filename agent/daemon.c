@@ -48,6 +48,68 @@ static void on_command(void *userdata, const ProtoEnvelope *env)
         command_dispatch(userdata, env);
 }
 
+/* ---- console sessions (console.h) ---- */
+
+static void on_console(void *userdata, const ProtoEnvelope *env)
+{
+        Daemon *d = userdata;
+        if (d->consoles)
+                consoles_message(d->consoles, env);
+}
+
+static void on_link_state(void *userdata, LinkState state)
+{
+        Daemon *d = userdata;
+        if (state != LINK_READY && d->consoles)
+                consoles_link_lost(d->consoles);
+}
+
+static int console_send(void *userdata, const char *type, const ProtoWriter *body)
+{
+        Daemon *d = userdata;
+        return d->link ? link_send(d->link, type, body) : -ENOTCONN;
+}
+
+/* An allocation's console runs the runtime hook with the context its start
+ * had: the first of its slots on this node (the journal's assignments), its
+ * runtime directory, every slot id in GPUSLICE_SLOT_IDS. */
+static int console_resolve(void *userdata, const char *allocation_id, ConsoleHook *ret)
+{
+        Daemon *d = userdata;
+        const char *hook_dir, *hook, *runtime_dir;
+        alloc_host_hook(d->alloc, &hook_dir, &hook, &runtime_dir);
+        if (!hook || !hook_dir || !runtime_dir)
+                return -ENOTSUP;
+        char **assignments = NULL;
+        int r = journal_assignments(d->journal, &assignments);
+        if (r < 0)
+                return r;
+        _cleanup_free_ char *ids = NULL;
+        const char *first = NULL;
+        for (char **i = assignments; i[0] && i[1] && r >= 0; i += 2) {
+                if (!streq(i[1], allocation_id))
+                        continue;
+                char *joined = NULL;
+                if (asprintf(&joined, "%s%s%s", ids ? ids : "", ids ? " " : "", i[0]) < 0)
+                        r = -ENOMEM;
+                else {
+                        free(ids);
+                        ids = joined;
+                        first = first ? first : i[0];
+                }
+        }
+        if (r >= 0 && !first)
+                r = -ENOENT;
+        if (r >= 0 && (!(ret->hook_dir = strdup(hook_dir)) || !(ret->hook = strdup(hook)) ||
+                       !(ret->slot_id = strdup(first)) ||
+                       asprintf(&ret->runtime_dir, "%s/%s", runtime_dir, allocation_id) < 0 ||
+                       !(ret->env = calloc(2, sizeof(char *))) ||
+                       asprintf(&ret->env[0], "GPUSLICE_SLOT_IDS=%s", ids) < 0))
+                r = -ENOMEM;
+        strv_free(assignments);
+        return r;
+}
+
 static void on_link_closed(void *userdata)
 {
         Daemon *d = userdata;
@@ -65,6 +127,8 @@ static void on_signal(uv_signal_t *s, int signum)
         uv_signal_stop(&d->sigint);
         uv_close((uv_handle_t *)&d->sigterm, NULL);
         uv_close((uv_handle_t *)&d->sigint, NULL);
+        /* Console sessions end (their processes are killed and reaped). */
+        consoles_close(TAKE_PTR(d->consoles), NULL, NULL);
         if (d->link)
                 link_close(d->link, on_link_closed, d);
         /* Commands being applied finish (and are journaled) before the loop ends. */
@@ -114,8 +178,19 @@ int daemon_run(const Config *c)
             .heartbeat_interval_s = (unsigned)config_get_int(c, "heartbeat_interval_s"),
             .heartbeat_timeout_s = (unsigned)config_get_int(c, "heartbeat_timeout_s"),
         };
-        const LinkCallbacks cb = {.hello = write_hello, .command = on_command, .userdata = &d};
+        const LinkCallbacks cb = {.hello = write_hello,
+                                  .command = on_command,
+                                  .console = on_console,
+                                  .state_changed = on_link_state,
+                                  .userdata = &d};
         r = link_new(&loop, &lo, &cb, &d.link);
+        if (r >= 0) {
+                const ConsolesOptions co = {
+                    .loop = &loop, .resolve = console_resolve, .send = console_send, .userdata = &d};
+                r = consoles_new(&co, &d.consoles);
+                if (r < 0)
+                        link_close(TAKE_PTR(d.link), NULL, NULL);
+        }
         if (r < 0) {
                 journal_close(d.journal);
                 alloc_host_free(d.alloc);

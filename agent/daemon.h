@@ -9,6 +9,7 @@
 
 #include "alloc-ops.h"
 #include "config.h"
+#include "console.h"
 #include "fingerprint.h"
 #include "host.h"
 #include "journal.h"
@@ -21,6 +22,7 @@ typedef struct Daemon {
         AllocHost *alloc; /* the allocation commands' host (or simulated host) */
         Journal *journal;
         Link *link;
+        Consoles *consoles; /* console sessions on PTYs (console.h) */
         char fingerprint[FINGERPRINT_MAX];
         char **in_flight; /* ids of commands being applied (NULL-terminated) */
         uv_signal_t sigterm, sigint;

@@ -69,9 +69,11 @@ typedef struct Session {
         /* the browser */
         h2o_socket_t *sock;
         wslay_event_context_ptr ws;
-        bool upgrade_done; /* h2o called back (with the socket or with NULL) */
-        bool browser_done; /* the socket is closed (or never came) */
-        bool ending;       /* the final frame and the close frame are queued */
+        bool upgrade_done;     /* h2o called back (with the socket or with NULL) */
+        bool browser_done;     /* the socket is closed (or never came) */
+        bool ending;           /* the final frame is queued, the close frame follows it */
+        uint16_t close_status; /* our close frame's status, 0: none yet */
+        bool close_queued;
         bool read_paused;
         bool recv_kick; /* wslay may hold unread frames from before a pause */
         unsigned depth; /* inside ws_proceed: nested calls do nothing */
@@ -98,8 +100,9 @@ typedef struct Session {
         usec_t in_unacked_since;
 
         /* accounting */
-        uint64_t bytes_in, bytes_out, resent;
+        uint64_t bytes_in, bytes_out, resent, stalls;
         size_t peak_out, peak_in;
+        bool held_back; /* output credit withheld until the browser reads */
         char end_reason[REASON_MAX];
         bool dead; /* both ends done: the timer frees it */
 } Session;
@@ -358,9 +361,21 @@ static void grant_credit(Session *s)
                 return;
         size_t window = s->console->window, buffered = out_buffered(s);
         uint64_t limit = s->out_received + (buffered < window ? window - buffered : 0);
-        if (limit <= s->out_limit_sent)
-                return;
         bool starved = s->out_received >= s->out_limit_sent;
+        if (limit <= s->out_limit_sent) {
+                if (starved && !s->held_back) {
+                        /* The agent is out of credit and the browser has a
+                         * whole window unread: the terminal waits. */
+                        s->held_back = true;
+                        s->stalls++;
+                        if (s->stalls == 1)
+                                log_info("console output held back: the browser is behind | "
+                                         "session=%s buffered=%zu window=%zu",
+                                         s->id, buffered, window);
+                }
+                return;
+        }
+        s->held_back = false;
         if (!starved && limit - s->out_limit_sent < window / 4)
                 return;
         s->out_limit_sent = limit;
@@ -522,6 +537,11 @@ static void ws_proceed(Session *s)
         bool failed = false, progress;
         do {
                 progress = false;
+                if (s->close_status && !s->close_queued &&
+                    wslay_event_get_queued_msg_count(s->ws) == 0) {
+                        (void)wslay_event_queue_close(s->ws, s->close_status, NULL, 0);
+                        s->close_queued = true;
+                }
                 if (wslay_event_want_write(s->ws) && s->wpending.len < WRITE_BATCH) {
                         size_t before = s->wpending.len;
                         if (wslay_event_send(s->ws) != 0) {
@@ -607,7 +627,9 @@ static void session_end(Session *s, const char *code, const char *message, int e
                                   : streq(code, "invalid_request")
                                       ? WSLAY_CODE_POLICY_VIOLATION
                                       : WSLAY_CODE_INTERNAL_SERVER_ERROR;
-                (void)wslay_event_queue_close(s->ws, status, NULL, 0);
+                /* Queued once the frames before it are out: wslay sends
+                 * control frames ahead of queued messages. */
+                s->close_status = status;
                 if (s->read_paused) { /* read the client's close frame */
                         s->read_paused = false;
                         s->recv_kick = true;
@@ -710,6 +732,7 @@ static void on_opened(Session *s, const ProtoEnvelope *env)
                 return; /* a duplicate: our open went twice */
         s->agent = AGENT_OPEN;
         s->in_limit = window;
+        s->agent_out_limit = s->out_limit_sent; /* console.open carried it */
         log_info("console session open | session=%s node=%s open_ms=%" PRIu64, s->id, s->node_id,
                  (uint64_t)((now_mono_usec() - s->created_mono) / USEC_PER_MSEC));
         if (s->resize_gen > s->resize_acked)
@@ -935,10 +958,10 @@ static void reap(Console *c, Session *s)
         log_info("console session ended | session=%s allocation=%s user=%s reason=%s "
                  "bytes_in=%" PRIu64 " bytes_out=%" PRIu64
                  " peak_out_buffered=%zu peak_in_buffered=%zu window=%zu resent=%" PRIu64
-                 " seconds=%.1f",
+                 " stalls=%" PRIu64 " seconds=%.1f",
                  s->id, s->allocation_id, s->user_id, s->end_reason[0] ? s->end_reason : "-",
                  s->bytes_in, s->bytes_out, s->peak_out, s->peak_in, c->window, s->resent,
-                 (double)(now_mono_usec() - s->created_mono) / USEC_PER_SEC);
+                 s->stalls, (double)(now_mono_usec() - s->created_mono) / USEC_PER_SEC);
         session_free(s);
 }
 
