@@ -284,6 +284,56 @@ static int parse_time_param(Request *r, const char *name, usec_t *ret)
         return 1;
 }
 
+typedef struct UsageReply {
+        Db *db;
+        usec_t bucket;
+        json_t *items;
+        json_t *cur; /* the allocation being filled (borrowed from items) */
+        int64_t cur_total, total;
+} UsageReply;
+
+static int usage_close_item(UsageReply *u)
+{
+        if (u->cur)
+                json_object_set_new(u->cur, "total_micros", json_integer(u->cur_total));
+        u->cur = NULL;
+        u->cur_total = 0;
+        return 0;
+}
+
+static int usage_add(const char *allocation_id, usec_t start, int64_t amount, int64_t seconds,
+                     void *userdata)
+{
+        UsageReply *u = userdata;
+        if (!u->cur ||
+            !streq(json_string_value(json_object_get(u->cur, "allocation_id")), allocation_id)) {
+                usage_close_item(u);
+                /* What the allocation was (read only; allocations.c owns it). */
+                _cleanup_(db_stmt_resetp) sqlite3_stmt *s =
+                    db_stmt(u->db, "SELECT sku_id, gpu_count, hourly_cost_micros FROM allocations "
+                                   "WHERE id = ?");
+                if (!s)
+                        return -EIO;
+                sqlite3_bind_text(s, 1, allocation_id, -1, SQLITE_TRANSIENT);
+                bool found = sqlite3_step(s) == SQLITE_ROW;
+                u->cur = json_pack("{s:s, s:s?, s:o, s:o, s:[]}", "allocation_id", allocation_id,
+                                   "sku_id", found ? db_column_text(s, 0) : NULL, "gpu_count",
+                                   found ? json_integer(sqlite3_column_int64(s, 1)) : json_null(),
+                                   "hourly_cost_micros",
+                                   found ? json_integer(sqlite3_column_int64(s, 2)) : json_null(),
+                                   "buckets");
+                if (!u->cur || json_array_append_new(u->items, u->cur) < 0)
+                        return -ENOMEM;
+        }
+        json_array_append_new(json_object_get(u->cur, "buckets"),
+                              json_pack("{s:o, s:o, s:I, s:I}", "start", json_timestamp(start),
+                                        "end", json_timestamp(start + u->bucket), "amount_micros",
+                                        (json_int_t)amount, "seconds", (json_int_t)seconds));
+        u->cur_total += amount;
+        u->total += amount;
+        return 0;
+}
+
 int api_billing_usage(Request *r)
 {
         Db *db = r->server->db;
@@ -310,64 +360,24 @@ int api_billing_usage(Request *r)
                     r, "from", "at most %d days per request with bucket=%s",
                     (int)(max_span / USEC_PER_DAY), bucket == USEC_PER_HOUR ? "hour" : "day");
 
-        /* A charge belongs to the bucket its interval ends in (intervals are
-         * short: metering_interval_s). */
-        _cleanup_(db_stmt_resetp) sqlite3_stmt *s = db_stmt(
-            db, "SELECT c.allocation_id, (c.up_to / ?4) * ?4 AS b, SUM(c.amount_micros), "
-                "SUM(c.up_to - c.from_at), a.sku_id, a.gpu_count, a.hourly_cost_micros "
-                "FROM allocation_charges c LEFT JOIN allocations a ON a.id = c.allocation_id "
-                "WHERE c.user_id = ?1 AND c.up_to > ?2 AND c.up_to <= ?3 "
-                "GROUP BY c.allocation_id, b ORDER BY c.allocation_id, b");
-        if (!s)
-                return http_reply_error(r, ERR_UNAVAILABLE, NULL, "cannot read usage now");
-        sqlite3_bind_text(s, 1, r->auth.user_id, -1, SQLITE_STATIC);
-        sqlite3_bind_int64(s, 2, (sqlite3_int64)from);
-        sqlite3_bind_int64(s, 3, (sqlite3_int64)to);
-        sqlite3_bind_int64(s, 4, (sqlite3_int64)bucket);
-        json_t *items = json_array(), *cur = NULL, *buckets = NULL;
-        int64_t total = 0, cur_total = 0;
-        int rc;
-        while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
-                const char *alc = db_column_text(s, 0);
-                if (!cur || !streq(json_string_value(json_object_get(cur, "allocation_id")), alc)) {
-                        if (cur)
-                                json_object_set_new(cur, "total_micros", json_integer(cur_total));
-                        buckets = json_array();
-                        cur = json_pack("{s:s, s:s?, s:o, s:o, s:o}", "allocation_id", alc,
-                                        "sku_id", db_column_text(s, 4), "gpu_count",
-                                        sqlite3_column_type(s, 5) == SQLITE_NULL
-                                            ? json_null()
-                                            : json_integer(sqlite3_column_int64(s, 5)),
-                                        "hourly_cost_micros",
-                                        sqlite3_column_type(s, 6) == SQLITE_NULL
-                                            ? json_null()
-                                            : json_integer(sqlite3_column_int64(s, 6)),
-                                        "buckets", buckets);
-                        json_array_append_new(items, cur);
-                        cur_total = 0;
-                }
-                usec_t start = (usec_t)sqlite3_column_int64(s, 1);
-                int64_t amount = sqlite3_column_int64(s, 2);
-                json_array_append_new(
-                    buckets, json_pack("{s:o, s:o, s:I, s:I}", "start", json_timestamp(start),
-                                       "end", json_timestamp(start + bucket), "amount_micros",
-                                       (json_int_t)amount, "seconds",
-                                       (json_int_t)(sqlite3_column_int64(s, 3) /
-                                                    (sqlite3_int64)USEC_PER_SEC)));
-                cur_total += amount;
-                total += amount;
-        }
-        if (cur)
-                json_object_set_new(cur, "total_micros", json_integer(cur_total));
-        if (rc != SQLITE_DONE) {
-                json_decref(items);
+        /* Buckets are UTC hours or days; the range widens to whole buckets. */
+        from = from / bucket * bucket;
+        to = (to + bucket - 1) / bucket * bucket;
+        UsageReply u = {.db = db, .bucket = bucket, .items = json_array()};
+        if (!u.items)
+                return -ENOMEM;
+        int ret = metering_usage(db, r->auth.user_id, from, to, bucket, usage_add, &u);
+        if (ret >= 0)
+                ret = usage_close_item(&u);
+        if (ret < 0) {
+                json_decref(u.items);
                 return http_reply_error(r, ERR_UNAVAILABLE, NULL, "cannot read usage now");
         }
-        return http_reply_json(r, 200,
-                               json_pack("{s:o, s:o, s:s, s:s, s:I, s:o}", "from",
-                                         json_timestamp(from), "to", json_timestamp(to), "bucket",
-                                         bucket == USEC_PER_HOUR ? "hour" : "day", "currency",
-                                         "USD", "total_micros", (json_int_t)total, "items", items));
+        return http_reply_json(
+            r, 200,
+            json_pack("{s:o, s:o, s:s, s:s, s:I, s:o}", "from", json_timestamp(from), "to",
+                      json_timestamp(to), "bucket", bucket == USEC_PER_HOUR ? "hour" : "day",
+                      "currency", "USD", "total_micros", (json_int_t)u.total, "items", u.items));
 }
 
 /* ---- payments ---- */

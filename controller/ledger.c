@@ -7,9 +7,11 @@
  * by an AFTER INSERT trigger, i.e. in the same transaction as the entry.
  *
  * Holds reserve part of a user's balance for a launched allocation. Usage
- * posted for the allocation is captured against its hold first, so the hold
- * shrinks as the usage it stood for becomes real charges; available =
- * balance - the uncaptured rest of the open holds. */
+ * charged for the allocation counts against its hold (metering's
+ * allocation_usage view, or captured_micros for usage posted through
+ * ledger_charge_usage), so the hold shrinks as the usage it stood for
+ * becomes real charges; available = balance - the uncaptured rest of the
+ * open holds. */
 #include "ledger.h"
 
 #include <errno.h>
@@ -65,9 +67,13 @@ int ledger_balance_micros(Db *db, const char *user_id, int64_t *ret)
 
 int ledger_open_holds_micros(Db *db, const char *user_id, int64_t *ret)
 {
+        /* Usage counts against the hold as it accrues: what metering has
+         * charged the allocation (allocation_usage) or what was captured. */
         _cleanup_(db_stmt_resetp) sqlite3_stmt *s =
-            db_stmt(db, "SELECT COALESCE(SUM(MAX(amount_micros - captured_micros, 0)), 0) "
-                        "FROM ledger_holds WHERE user_id = ? AND state = 'pending'");
+            db_stmt(db, "SELECT COALESCE(SUM(MAX(h.amount_micros - MAX(h.captured_micros, "
+                        "COALESCE(u.charged_micros, 0)), 0)), 0) FROM ledger_holds h "
+                        "LEFT JOIN allocation_usage u ON u.allocation_id = h.allocation_id "
+                        "WHERE h.user_id = ? AND h.state = 'pending'");
         if (!s)
                 return -EIO;
         sqlite3_bind_text(s, 1, user_id, -1, SQLITE_TRANSIENT);
@@ -114,10 +120,13 @@ int ledger_hold_place(Db *db, const char *user_id, const char *allocation_id, in
 
 static int hold_finish(Db *db, const char *allocation_id, bool void_always)
 {
+        /* The usage metering charged becomes what the hold captured. */
         _cleanup_(db_stmt_resetp) sqlite3_stmt *s =
-            db_stmt(db, "UPDATE ledger_holds SET state = CASE WHEN ? = 0 AND captured_micros > 0 "
-                        "THEN 'posted' ELSE 'voided' END, updated_at = ? "
-                        "WHERE allocation_id = ? AND state = 'pending'");
+            db_stmt(db, "UPDATE ledger_holds SET captured_micros = MAX(captured_micros, u), "
+                        "state = CASE WHEN ?1 = 0 AND MAX(captured_micros, u) > 0 THEN 'posted' "
+                        "ELSE 'voided' END, updated_at = ?2 FROM (SELECT COALESCE((SELECT "
+                        "charged_micros FROM allocation_usage WHERE allocation_id = ?3), 0) AS u) "
+                        "WHERE allocation_id = ?3 AND state = 'pending'");
         if (!s)
                 return -EIO;
         sqlite3_bind_int(s, 1, void_always ? 1 : 0);
@@ -208,18 +217,16 @@ int ledger_post(Db *db, const LedgerPosting *p, const LedgerLeg *legs, size_t n_
         }
 
         for (size_t i = 0; i < n_legs; i++) {
+                /* The trigger makes the account on its first entry and keeps
+                 * its cached balance. */
                 const char *acct = legs[i].account_id;
-                const char *owner = strncmp(acct, "user:", 5) == 0 ? acct + 5 : NULL;
-                r = ledger_account_ensure(db, acct, owner);
-                if (r < 0)
-                        return r;
                 _cleanup_(db_stmt_resetp) sqlite3_stmt *s =
                     db_stmt(db, "INSERT INTO ledger_entries (txn_id, account_id, amount_micros, "
                                 "at) VALUES (?, ?, ?, ?)");
                 if (!s)
                         return -EIO;
-                sqlite3_bind_text(s, 1, txn_id, -1, SQLITE_TRANSIENT);
-                sqlite3_bind_text(s, 2, acct, -1, SQLITE_TRANSIENT);
+                sqlite3_bind_text(s, 1, txn_id, -1, SQLITE_STATIC);
+                sqlite3_bind_text(s, 2, acct, -1, SQLITE_STATIC);
                 sqlite3_bind_int64(s, 3, legs[i].amount_micros);
                 sqlite3_bind_int64(s, 4, (sqlite3_int64)now);
                 int rc = sqlite3_step(s);
@@ -277,7 +284,13 @@ int ledger_charge_usage(Db *db, const char *user_id, const char *allocation_id,
         int r = ledger_debit_user(db, &p, LEDGER_REVENUE, amount_micros, ret_txn_id);
         if (r < 0)
                 return r;
+        return ledger_hold_capture(db, allocation_id, amount_micros);
+}
 
+int ledger_hold_capture(Db *db, const char *allocation_id, int64_t amount_micros)
+{
+        if (!allocation_id || amount_micros < 0)
+                return -EINVAL;
         _cleanup_(db_stmt_resetp) sqlite3_stmt *s =
             db_stmt(db, "UPDATE ledger_holds SET captured_micros = captured_micros + ?, "
                         "updated_at = ? WHERE allocation_id = ? AND state = 'pending'");

@@ -93,6 +93,10 @@ int ledger_debit_user(Db *db, const LedgerPosting *p, const char *to_platform,
 int ledger_charge_usage(Db *db, const char *user_id, const char *allocation_id,
                         int64_t amount_micros, const char *idempotency_key, char *ret_txn_id);
 
+/* Records amount_micros of usage, already posted, against the allocation's
+ * pending hold (the hold shrinks by it). 0 also when there is no open hold. */
+int ledger_hold_capture(Db *db, const char *allocation_id, int64_t amount_micros);
+
 /* Ends the allocation's pending hold: "posted" when usage was captured
  * against it, "voided" when none was. 0 also when there is no open hold. */
 int ledger_hold_close(Db *db, const char *allocation_id);

@@ -86,13 +86,12 @@ int metering_burn_rate(Db *db, const char *user_id, int64_t *ret)
         return 0;
 }
 
-/* What is due for `secs` whole seconds at `hourly`: floor, computed from the
- * start each time so that the sum of the interval charges is exactly the
- * charge for the whole time (no rounding drift). */
-static int64_t due_for(int64_t hourly, int64_t secs)
+/* What is due for `secs` whole seconds at `hourly`: floor(hourly * secs /
+ * 3600), computed from the start each time so that the interval charges add
+ * up to exactly the charge for the whole time (no rounding drift), and split
+ * so that it cannot overflow (the same formula as the allocation_usage view). */
+int64_t metering_due(int64_t hourly, int64_t secs)
 {
-        /* hourly * secs fits: 1e12 micro-USD/h (a million dollars an hour)
-         * for 9e6 s (104 days) is 9e18. Split to stay exact beyond that. */
         return hourly / 3600 * secs + hourly % 3600 * secs / 3600;
 }
 
@@ -100,9 +99,14 @@ typedef struct Meter {
         char allocation_id[ID_MAX];
         char user_id[ID_MAX];
         int64_t hourly;
-        usec_t started, ended, charged_to;
-        int64_t charged_micros;
-        bool has_end, stopped, running;
+        usec_t started, ended;
+        usec_t charged_to; /* where the last tick left it */
+        bool has_end, stopped, active, synced;
+        bool running; /* active, billing neither ended nor stopped */
+        /* This tick: */
+        usec_t to;      /* charged up to after it */
+        int64_t charge; /* due(to) - due(charged_to) */
+        bool close;
 } Meter;
 
 /* One owner's running allocations seen in this tick. */
@@ -112,71 +116,100 @@ typedef struct Owner {
         size_t first, n; /* range in the running[] list */
 } Owner;
 
-static int charge_meter(Db *db, const Meter *m, usec_t now, MeteringTick *t)
+static int64_t due_at(const Meter *m, usec_t t)
+{
+        return metering_due(m->hourly, (int64_t)((t - m->started) / USEC_PER_SEC));
+}
+
+/* Where this tick takes the meter: up to now, never past billing_ended_at,
+ * never past where billing stopped, never backwards. */
+static void plan_meter(Meter *m, usec_t now)
 {
         usec_t limit = m->has_end ? m->ended : (m->stopped ? m->charged_to : now);
         if (limit > now)
                 limit = now;
-        if (limit < m->started)
-                limit = m->started;
-        int64_t secs = (int64_t)((limit - m->started) / USEC_PER_SEC);
-        usec_t up_to = m->started + (usec_t)secs * USEC_PER_SEC;
-        int64_t due = due_for(m->hourly, secs);
-        int64_t charge = due - m->charged_micros;
+        m->to = MAX(limit, m->charged_to);
+        m->charge = due_at(m, m->to) - due_at(m, m->charged_to);
         /* An ended meter closes once its end is reached: billing_ended_at may
          * lie ahead of now (a release stamped in the future, clock steps). */
-        bool close = !m->running && (!m->has_end || m->ended <= now);
-        int r;
+        m->close = !m->running && (!m->has_end || m->ended <= now);
+}
 
-        if (charge > 0 && up_to > m->charged_to) {
-                char key[64 + ID_MAX], txn[ID_MAX];
-                snprintf(key, sizeof(key), "usage:%s:%" PRIu64, m->allocation_id, up_to);
-                r = ledger_charge_usage(db, m->user_id, m->allocation_id, charge, key, txn);
-                if (r < 0)
-                        return log_error_errno(r, "cannot post usage | allocation=%s",
-                                               m->allocation_id);
-                _cleanup_(db_stmt_resetp) sqlite3_stmt *s =
-                    db_stmt(db, "INSERT INTO allocation_charges (allocation_id, up_to, from_at, "
-                                "user_id, amount_micros, txn_id, at) VALUES (?, ?, ?, ?, ?, ?, ?)");
-                if (!s)
-                        return -EIO;
-                sqlite3_bind_text(s, 1, m->allocation_id, -1, SQLITE_STATIC);
-                sqlite3_bind_int64(s, 2, (sqlite3_int64)up_to);
-                sqlite3_bind_int64(s, 3, (sqlite3_int64)m->charged_to);
-                sqlite3_bind_text(s, 4, m->user_id, -1, SQLITE_STATIC);
-                sqlite3_bind_int64(s, 5, charge);
-                sqlite3_bind_text(s, 6, txn, -1, SQLITE_STATIC);
-                sqlite3_bind_int64(s, 7, (sqlite3_int64)now);
-                int rc = sqlite3_step(s);
-                if (rc != SQLITE_DONE)
-                        return db_errno(rc);
+/* The writes a meter needs beyond the ledger: none while it follows the
+ * watermark; one when it first does (synced), one when it closes. */
+static int update_meter(Db *db, const Meter *m, MeteringTick *t)
+{
+        if (m->charge > 0) {
                 t->charges++;
-                t->charged_micros += charge;
-        } else if (!close)
-                return 0; /* nothing new: no write */
-
-        {
-                _cleanup_(db_stmt_resetp) sqlite3_stmt *s =
-                    db_stmt(db, "UPDATE allocation_meters SET charged_to = MAX(charged_to, ?), "
-                                "charged_micros = MAX(charged_micros, ?), closed = ? "
-                                "WHERE allocation_id = ?");
-                if (!s)
-                        return -EIO;
-                sqlite3_bind_int64(s, 1, (sqlite3_int64)up_to);
-                sqlite3_bind_int64(s, 2, due);
-                sqlite3_bind_int(s, 3, close ? 1 : 0);
-                sqlite3_bind_text(s, 4, m->allocation_id, -1, SQLITE_STATIC);
-                int rc = sqlite3_step(s);
-                if (rc != SQLITE_DONE)
-                        return db_errno(rc);
+                t->charged_micros += m->charge;
         }
-        if (close) {
-                r = ledger_hold_close(db, m->allocation_id);
+        if (m->synced && !m->close)
+                return 0;
+        _cleanup_(db_stmt_resetp) sqlite3_stmt *s =
+            db_stmt(db, "UPDATE allocation_meters SET synced = 1, closed = ?2, charged_to = ?3 "
+                        "WHERE allocation_id = ?1");
+        if (!s)
+                return -EIO;
+        sqlite3_bind_text(s, 1, m->allocation_id, -1, SQLITE_STATIC);
+        sqlite3_bind_int(s, 2, m->close ? 1 : 0);
+        sqlite3_bind_int64(s, 3, (sqlite3_int64)m->to);
+        int rc = sqlite3_step(s);
+        if (rc != SQLITE_DONE)
+                return db_errno(rc);
+        if (m->close) {
+                int r = ledger_hold_close(db, m->allocation_id);
                 if (r < 0)
                         return r;
                 t->closed++;
         }
         return 0;
+}
+
+/* One balanced ledger transaction for the whole tick: each owner's account
+ * is debited the sum of their charges, platform:revenue credited the total.
+ * meters are sorted by owner. */
+static int post_usage(Db *db, const Meter *meters, size_t n, usec_t now, char *ret_txn_id)
+{
+        ret_txn_id[0] = '\0';
+        _cleanup_free_ LedgerLeg *legs = calloc(n + 1, sizeof(LedgerLeg));
+        _cleanup_free_ char(*accts)[LEDGER_ACCOUNT_ID_MAX] = calloc(n + 1, LEDGER_ACCOUNT_ID_MAX);
+        if (!legs || !accts)
+                return -ENOMEM;
+        size_t n_legs = 0;
+        int64_t total = 0;
+        for (size_t i = 0; i < n; i++) {
+                if (meters[i].charge <= 0)
+                        continue;
+                if (n_legs == 0 || !streq(accts[n_legs - 1] + STRLEN("user:"), meters[i].user_id)) {
+                        ledger_user_account(meters[i].user_id, accts[n_legs]);
+                        legs[n_legs] = (LedgerLeg){accts[n_legs], 0};
+                        n_legs++;
+                }
+                legs[n_legs - 1].amount_micros -= meters[i].charge;
+                total += meters[i].charge;
+        }
+        if (n_legs == 0)
+                return 0;
+        legs[n_legs++] = (LedgerLeg){LEDGER_REVENUE, total};
+        char key[64];
+        snprintf(key, sizeof(key), "usage:%" PRIu64, now);
+        LedgerPosting p = {
+            .kind = LEDGER_KIND_USAGE,
+            .idempotency_key = key,
+            .ref_type = "metering",
+        };
+        return ledger_post(db, &p, legs, n_legs, ret_txn_id);
+}
+
+static int set_watermark(Db *db, usec_t w)
+{
+        _cleanup_(db_stmt_resetp) sqlite3_stmt *s =
+            db_stmt(db, "UPDATE metering_state SET watermark = ? WHERE id = 1");
+        if (!s)
+                return -EIO;
+        sqlite3_bind_int64(s, 1, (sqlite3_int64)w);
+        int rc = sqlite3_step(s);
+        return rc == SQLITE_DONE ? 0 : db_errno(rc);
 }
 
 static int add_release(MeteringTick *t, const char *id)
@@ -280,12 +313,6 @@ static int evaluate_owner(Db *db, const MeteringPolicy *p, const Owner *o, Meter
         return 0;
 }
 
-static int cmp_running(const void *a, const void *b)
-{
-        const Meter *x = *(Meter *const *)a, *y = *(Meter *const *)b;
-        return strcmp(x->user_id, y->user_id);
-}
-
 int metering_run(Db *db, const MeteringPolicy *p, usec_t now, MeteringTick *ret)
 {
         *ret = (MeteringTick){0};
@@ -293,17 +320,33 @@ int metering_run(Db *db, const MeteringPolicy *p, usec_t now, MeteringTick *ret)
         size_t n = 0, cap = 0;
         int r;
 
+        usec_t t0 = now_mono_usec();
         _cleanup_txn_ DbTxn txn = {0};
         r = db_begin(db, &txn);
         if (r < 0)
                 return r;
 
+        usec_t watermark = 0;
         {
+                _cleanup_(db_stmt_resetp) sqlite3_stmt *s =
+                    db_stmt(db, "SELECT watermark FROM metering_state WHERE id = 1");
+                if (!s)
+                        return -EIO;
+                int rc = sqlite3_step(s);
+                if (rc != SQLITE_ROW)
+                        return db_errno(rc);
+                watermark = (usec_t)sqlite3_column_int64(s, 0);
+        }
+        /* The clock went back (or a tick repeats): charge nothing, never twice. */
+        if (now <= watermark)
+                return 0;
+
+        {
+                /* Open meters, by owner. */
                 _cleanup_(db_stmt_resetp) sqlite3_stmt *s = db_stmt(
-                    db, "SELECT m.allocation_id, m.user_id, m.charged_to, m.charged_micros, "
-                        "a.hourly_cost_micros, a.billing_started_at, a.billing_ended_at, "
-                        "a.billing_stopped, a.state FROM allocation_meters m JOIN allocations a "
-                        "ON a.id = m.allocation_id WHERE m.closed = 0");
+                    db, "SELECT allocation_id, user_id, hourly_cost_micros, started_at, ended_at, "
+                        "stopped, active, synced, charged_to FROM allocation_meters "
+                        "WHERE closed = 0 ORDER BY user_id");
                 if (!s)
                         return -EIO;
                 int rc;
@@ -320,44 +363,65 @@ int metering_run(Db *db, const MeteringPolicy *p, usec_t now, MeteringTick *ret)
                         snprintf(m->allocation_id, sizeof(m->allocation_id), "%s",
                                  db_column_text(s, 0));
                         snprintf(m->user_id, sizeof(m->user_id), "%s", db_column_text(s, 1));
-                        m->charged_to = (usec_t)sqlite3_column_int64(s, 2);
-                        m->charged_micros = sqlite3_column_int64(s, 3);
-                        m->hourly = MAX(sqlite3_column_int64(s, 4), 0);
-                        m->started = (usec_t)sqlite3_column_int64(s, 5);
-                        m->has_end = sqlite3_column_type(s, 6) != SQLITE_NULL;
-                        m->ended = (usec_t)sqlite3_column_int64(s, 6);
-                        m->stopped = sqlite3_column_int(s, 7) != 0;
-                        const char *state = db_column_text(s, 8);
-                        /* Running: active, billing neither ended nor stopped. A
-                         * meter of an allocation that left "active" without an end
-                         * time is closed where it stands: never charge a guess. */
-                        m->running = state && streq(state, "active") && !m->has_end && !m->stopped;
-                        if (!m->running && !m->has_end && !m->stopped) {
+                        m->hourly = MAX(sqlite3_column_int64(s, 2), 0);
+                        m->started = (usec_t)sqlite3_column_int64(s, 3);
+                        m->has_end = sqlite3_column_type(s, 4) != SQLITE_NULL;
+                        m->ended = MAX((usec_t)sqlite3_column_int64(s, 4), m->started);
+                        m->stopped = sqlite3_column_int(s, 5) != 0;
+                        m->active = sqlite3_column_int(s, 6) != 0;
+                        m->synced = sqlite3_column_int(s, 7) != 0;
+                        /* A synced meter was charged by every tick up to the
+                         * watermark (or its end); the others stand where they
+                         * were left. */
+                        usec_t pos = (usec_t)sqlite3_column_int64(s, 8);
+                        if (m->synced)
+                                pos = MAX(m->started,
+                                          m->has_end ? MIN(m->ended, watermark) : watermark);
+                        m->charged_to = MAX(pos, m->started);
+                        m->running = m->active && !m->has_end && !m->stopped;
+                        /* Left "active" without an end time: closed where it
+                         * stands, never charged a guess. */
+                        if (!m->active && !m->has_end && !m->stopped) {
                                 log_warning("allocation left active without billing_ended_at; "
-                                            "charged up to the last tick | allocation=%s state=%s",
-                                            m->allocation_id, strempty(state));
+                                            "charged up to the last tick | allocation=%s",
+                                            m->allocation_id);
                                 m->stopped = true;
                         }
+                        plan_meter(m, now);
                 }
                 if (rc != SQLITE_DONE)
                         return db_errno(rc);
         }
         ret->meters = n;
+        usec_t t1 = now_mono_usec();
+        ret->read_usec = t1 - t0;
+
+        char txn_id[ID_MAX];
+        r = post_usage(db, meters, n, now, txn_id);
+        if (r < 0)
+                return log_error_errno(r, "cannot post usage");
+        usec_t t2 = now_mono_usec();
+        ret->post_usec = t2 - t1;
 
         _cleanup_free_ Meter **running = calloc(n ? n : 1, sizeof(Meter *));
         if (!running)
                 return -ENOMEM;
         size_t n_running = 0;
         for (size_t i = 0; i < n; i++) {
-                r = charge_meter(db, &meters[i], now, ret);
+                r = update_meter(db, &meters[i], ret);
                 if (r < 0)
                         return r;
                 if (meters[i].running)
                         running[n_running++] = &meters[i];
         }
+        r = set_watermark(db, now);
+        if (r < 0)
+                return r;
+        usec_t t3 = now_mono_usec();
+        ret->record_usec = t3 - t2;
 
-        /* Owners with something running: runway, alerts, exhaustion. */
-        qsort(running, n_running, sizeof(Meter *), cmp_running);
+        /* Owners with something running (already in owner order): runway,
+         * alerts, exhaustion. */
         for (size_t i = 0; i < n_running;) {
                 Owner o = {.first = i};
                 snprintf(o.user_id, sizeof(o.user_id), "%s", running[i]->user_id);
@@ -370,11 +434,54 @@ int metering_run(Db *db, const MeteringPolicy *p, usec_t now, MeteringTick *ret)
                 if (r < 0)
                         return r;
         }
-
+        usec_t t4 = now_mono_usec();
+        ret->owners_usec = t4 - t3;
         r = db_commit(&txn);
-        if (r < 0)
-                return r;
-        return 0;
+        ret->commit_usec = now_mono_usec() - t4;
+        return r;
+}
+
+/* Usage per allocation and bucket, from the meters: a charged second counts
+ * in the bucket its end falls in; what a bucket holds is the difference of
+ * the cumulative charge at its edges, exactly what the ticks posted. */
+int metering_usage(Db *db, const char *user_id, usec_t from, usec_t to, usec_t bucket,
+                   MeteringUsageFn fn, void *userdata)
+{
+        _cleanup_(db_stmt_resetp) sqlite3_stmt *s =
+            db_stmt(db, "SELECT u.allocation_id, u.hourly_cost_micros, u.started_at, u.charged_to "
+                        "FROM allocation_usage u WHERE u.user_id = ?1 AND u.started_at < ?3 AND "
+                        "u.charged_to > ?2 ORDER BY u.started_at, u.allocation_id");
+        if (!s)
+                return -EIO;
+        sqlite3_bind_text(s, 1, user_id, -1, SQLITE_TRANSIENT);
+        sqlite3_bind_int64(s, 2, (sqlite3_int64)from);
+        sqlite3_bind_int64(s, 3, (sqlite3_int64)to);
+        int rc;
+        while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+                Meter m = {.hourly = sqlite3_column_int64(s, 1),
+                           .started = (usec_t)sqlite3_column_int64(s, 2)};
+                usec_t charged_to = (usec_t)sqlite3_column_int64(s, 3);
+                /* Whole seconds charged, and those whose end is before t. */
+                int64_t k_max = (int64_t)((charged_to - m.started) / USEC_PER_SEC);
+                const char *id = db_column_text(s, 0);
+                usec_t b0 = MAX(from, m.started / bucket * bucket);
+                for (usec_t b = b0; b < to && b < charged_to + bucket; b += bucket) {
+                        int64_t lo =
+                            b <= m.started ? 0 : (int64_t)((b - m.started - 1) / USEC_PER_SEC);
+                        int64_t hi = b + bucket <= m.started
+                                         ? 0
+                                         : (int64_t)((b + bucket - m.started - 1) / USEC_PER_SEC);
+                        lo = MIN(lo, k_max);
+                        hi = MIN(hi, k_max);
+                        if (hi <= lo)
+                                continue;
+                        int r = fn(id, b, metering_due(m.hourly, hi) - metering_due(m.hourly, lo),
+                                   hi - lo, userdata);
+                        if (r < 0)
+                                return r;
+                }
+        }
+        return rc == SQLITE_DONE ? 0 : db_errno(rc);
 }
 
 /* ---- the timer ---- */

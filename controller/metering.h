@@ -47,7 +47,8 @@ typedef struct MeteringTick {
         size_t closed;          /* meters closed (billing ended) */
         int64_t charged_micros; /* total charged */
         size_t events;          /* billing.low_balance events */
-        char **release;         /* allocations to release (insufficient_balance) */
+        usec_t read_usec, post_usec, record_usec, owners_usec, commit_usec; /* phases */
+        char **release; /* allocations to release (insufficient_balance) */
         size_t n_release;
 } MeteringTick;
 
@@ -57,6 +58,17 @@ void metering_tick_done(MeteringTick *t);
  * evaluates the owners' balances; the allocations to release are returned,
  * not released (the caller does that through the allocations code). */
 int metering_run(Db *db, const MeteringPolicy *p, usec_t now, MeteringTick *ret);
+
+/* floor(hourly * secs / 3600) without overflow: what secs whole seconds cost. */
+int64_t metering_due(int64_t hourly, int64_t secs);
+
+/* The user's usage per allocation and bucket (bucket: an hour or a day, in
+ * usec; from aligned to it) between from and to: fn is called per allocation
+ * and bucket with usage, in allocation order then time order. */
+typedef int (*MeteringUsageFn)(const char *allocation_id, usec_t bucket_start,
+                               int64_t amount_micros, int64_t seconds, void *userdata);
+int metering_usage(Db *db, const char *user_id, usec_t from, usec_t to, usec_t bucket,
+                   MeteringUsageFn fn, void *userdata);
 
 /* Whether the user ever launched an allocation (any state). */
 int metering_user_had_allocation(Db *db, const char *user_id, bool *ret);

@@ -302,8 +302,8 @@ const Migration db_migrations[] = {
     {
         .version = 5,
         .name = "ledger_metering_payments",
-        /* Owned by ledger.c (ledger_*), metering.c (allocation_meters,
-         * allocation_charges, billing_alerts), payments.c (payment_sessions,
+        /* Owned by ledger.c (ledger_*), metering.c (metering_state,
+         * allocation_meters, allocation_usage, billing_alerts), payments.c (payment_sessions,
          * stripe_events) and refunds.c (refunds). users.balance_micros (migration
          * 1) is superseded by the ledger and no longer read or written. */
         .sql = "CREATE TABLE ledger_accounts ("
@@ -328,15 +328,20 @@ const Migration db_migrations[] = {
                "CREATE TABLE ledger_entries ("
                "  seq INTEGER PRIMARY KEY AUTOINCREMENT,"
                "  txn_id TEXT NOT NULL REFERENCES ledger_transactions(id),"
-               "  account_id TEXT NOT NULL REFERENCES ledger_accounts(id),"
+               "  account_id TEXT NOT NULL," /* ledger_accounts(id), made by the trigger */
                "  amount_micros INTEGER NOT NULL CHECK (amount_micros != 0),"
                "  at INTEGER NOT NULL"
                ") STRICT;"
                "CREATE INDEX ledger_entries_account ON ledger_entries(account_id, seq);"
                "CREATE INDEX ledger_entries_txn ON ledger_entries(txn_id);"
+               /* The balance cache moves with every entry, in its transaction;
+                * an account is made by its first entry. */
                "CREATE TRIGGER ledger_entries_balance AFTER INSERT ON ledger_entries BEGIN"
-               "  UPDATE ledger_accounts SET balance_micros = balance_micros + NEW.amount_micros"
-               "  WHERE id = NEW.account_id;"
+               "  INSERT INTO ledger_accounts (id, user_id, balance_micros, created_at) VALUES "
+               "  (NEW.account_id, CASE WHEN NEW.account_id LIKE 'user:%' THEN "
+               "  substr(NEW.account_id, 6) END, NEW.amount_micros, NEW.at) "
+               "  ON CONFLICT (id) DO UPDATE SET balance_micros = balance_micros + "
+               "  excluded.balance_micros;"
                "END;"
                "CREATE TRIGGER ledger_entries_immutable_u BEFORE UPDATE ON ledger_entries BEGIN"
                "  SELECT RAISE(ABORT, 'ledger entries are immutable');"
@@ -362,41 +367,71 @@ const Migration db_migrations[] = {
                "  updated_at INTEGER NOT NULL"
                ") STRICT, WITHOUT ROWID;"
                "CREATE INDEX ledger_holds_user ON ledger_holds(user_id, state);"
+               /* Metering. Every tick charges every open meter up to the same
+                * instant, the watermark, so how far a meter is charged follows
+                * from the watermark and the allocation's own times: no write per
+                * allocation per tick. A meter opens (by trigger) in the
+                * transaction that starts the allocation's billing and copies
+                * what metering needs, so a tick reads this table alone. */
+               "CREATE TABLE metering_state ("
+               "  id INTEGER PRIMARY KEY CHECK (id = 1),"
+               "  watermark INTEGER NOT NULL" /* usec: every synced open meter is charged to it */
+               ") STRICT;"
+               "INSERT INTO metering_state (id, watermark) VALUES (1, 0);"
                "CREATE TABLE allocation_meters ("
                "  allocation_id TEXT PRIMARY KEY,"
                "  user_id TEXT NOT NULL,"
-               "  charged_to INTEGER NOT NULL,"     /* usec: time charged up to */
-               "  charged_micros INTEGER NOT NULL," /* sum of its charges */
-               "  closed INTEGER NOT NULL DEFAULT 0"
+               "  hourly_cost_micros INTEGER NOT NULL,"
+               "  started_at INTEGER NOT NULL,"   /* billing_started_at */
+               "  ended_at INTEGER,"              /* billing_ended_at */
+               "  stopped INTEGER NOT NULL,"      /* billing_stopped */
+               "  active INTEGER NOT NULL,"       /* state = 'active' */
+               "  synced INTEGER NOT NULL DEFAULT 0," /* charged by a tick: follows the watermark */
+               "  closed INTEGER NOT NULL DEFAULT 0," /* charged to its end, done */
+               "  charged_to INTEGER NOT NULL"    /* position while not synced, and once closed */
                ") STRICT, WITHOUT ROWID;"
-               "CREATE INDEX allocation_meters_open ON allocation_meters(allocation_id) "
+               /* The tick's one read: open meters in owner order, covered. */
+               "CREATE INDEX allocation_meters_open ON allocation_meters(user_id, allocation_id, "
+               "  hourly_cost_micros, started_at, ended_at, stopped, active, synced, charged_to, "
+               "  closed) "
                "  WHERE closed = 0;"
-               /* A meter opens in the same transaction in which the allocation's
-                * billing starts, so the metering tick reads open meters only and
-                * never scans the allocations' history. */
-               "CREATE TRIGGER allocations_meter_open_u AFTER UPDATE OF billing_started_at "
-               "  ON allocations WHEN NEW.billing_started_at IS NOT NULL BEGIN"
-               "  INSERT INTO allocation_meters (allocation_id, user_id, charged_to, "
-               "  charged_micros) VALUES (NEW.id, NEW.user_id, NEW.billing_started_at, 0) "
-               "  ON CONFLICT (allocation_id) DO NOTHING;"
-               "END;"
                "CREATE TRIGGER allocations_meter_open_i AFTER INSERT ON allocations "
                "  WHEN NEW.billing_started_at IS NOT NULL BEGIN"
-               "  INSERT INTO allocation_meters (allocation_id, user_id, charged_to, "
-               "  charged_micros) VALUES (NEW.id, NEW.user_id, NEW.billing_started_at, 0) "
+               "  INSERT INTO allocation_meters (allocation_id, user_id, hourly_cost_micros, "
+               "  started_at, ended_at, stopped, active, charged_to) VALUES (NEW.id, NEW.user_id, "
+               "  NEW.hourly_cost_micros, NEW.billing_started_at, NEW.billing_ended_at, "
+               "  NEW.billing_stopped, NEW.state = 'active', NEW.billing_started_at) "
                "  ON CONFLICT (allocation_id) DO NOTHING;"
                "END;"
-               "CREATE TABLE allocation_charges ("
-               "  allocation_id TEXT NOT NULL,"
-               "  up_to INTEGER NOT NULL,"
-               "  from_at INTEGER NOT NULL,"
-               "  user_id TEXT NOT NULL,"
-               "  amount_micros INTEGER NOT NULL,"
-               "  txn_id TEXT," /* NULL when the interval rounded to nothing */
-               "  at INTEGER NOT NULL,"
-               "  PRIMARY KEY (allocation_id, up_to)"
-               ") STRICT, WITHOUT ROWID;"
-               "CREATE INDEX allocation_charges_user ON allocation_charges(user_id, up_to);"
+               "CREATE TRIGGER allocations_meter_open_u AFTER UPDATE OF billing_started_at "
+               "  ON allocations WHEN NEW.billing_started_at IS NOT NULL BEGIN"
+               "  INSERT INTO allocation_meters (allocation_id, user_id, hourly_cost_micros, "
+               "  started_at, ended_at, stopped, active, charged_to) VALUES (NEW.id, NEW.user_id, "
+               "  NEW.hourly_cost_micros, NEW.billing_started_at, NEW.billing_ended_at, "
+               "  NEW.billing_stopped, NEW.state = 'active', NEW.billing_started_at) "
+               "  ON CONFLICT (allocation_id) DO NOTHING;"
+               "END;"
+               /* An end stamped before the watermark (a clock step) cannot undo
+                * what a tick charged: it is moved up to the watermark. */
+               "CREATE TRIGGER allocations_meter_follow AFTER UPDATE OF billing_ended_at, "
+               "  billing_stopped, state ON allocations BEGIN"
+               "  UPDATE allocation_meters SET ended_at = CASE WHEN NEW.billing_ended_at IS NULL "
+               "  THEN NULL WHEN synced = 1 THEN MAX(NEW.billing_ended_at, (SELECT watermark FROM "
+               "  metering_state)) ELSE MAX(NEW.billing_ended_at, started_at) END, "
+               "  stopped = NEW.billing_stopped, active = NEW.state = 'active' "
+               "  WHERE allocation_id = NEW.id AND closed = 0;"
+               "END;"
+               /* How far each meter is charged, and for how much: a charge is
+                * whole seconds at the hourly price, floor(hourly * s / 3600),
+                * computed so that it cannot overflow. */
+               "CREATE VIEW allocation_usage AS SELECT allocation_id, user_id, "
+               "  hourly_cost_micros, started_at, charged_to, "
+               "  hourly_cost_micros / 3600 * ((charged_to - started_at) / 1000000) + "
+               "  hourly_cost_micros % 3600 * ((charged_to - started_at) / 1000000) / 3600 "
+               "  AS charged_micros FROM (SELECT m.allocation_id, m.user_id, "
+               "  m.hourly_cost_micros, m.started_at, CASE WHEN m.closed = 1 OR m.synced = 0 "
+               "  THEN m.charged_to ELSE MAX(m.started_at, MIN(COALESCE(m.ended_at, s.watermark), "
+               "  s.watermark)) END AS charged_to FROM allocation_meters m, metering_state s);"
                "CREATE TABLE billing_alerts ("
                "  user_id TEXT PRIMARY KEY,"
                "  level INTEGER NOT NULL DEFAULT 0," /* thresholds crossed so far */

@@ -122,11 +122,83 @@ Test(metering, an_active_allocation_is_charged_per_second_in_intervals)
         cr_assert_eq(balance(), 1000000000 - 100000);
         tick_quiet(T0 + 130 * SEC);
         cr_assert_eq(balance(), 1000000000 - 130000);
-        cr_assert_eq(scalar("SELECT COUNT(*) FROM allocation_charges"), 2);
-        cr_assert_eq(scalar("SELECT SUM(amount_micros) FROM allocation_charges"), 130000);
+        /* How far it is charged follows from the watermark: no row per tick. */
+        cr_assert_eq(scalar("SELECT charged_micros FROM allocation_usage"), 130000);
+        cr_assert_eq(scalar("SELECT charged_to FROM allocation_usage"),
+                     (long long)(T0 + 130 * SEC));
+        cr_assert_eq(scalar("SELECT watermark FROM metering_state"), (long long)(T0 + 130 * SEC));
+        /* One ledger transaction per tick, not per allocation. */
+        cr_assert_eq(scalar("SELECT COUNT(*) FROM ledger_transactions WHERE kind = 'usage'"), 2);
         cr_assert_eq(scalar("SELECT balance_micros FROM ledger_accounts WHERE id = "
                             "'platform:revenue'"),
                      130000);
+}
+
+typedef struct Usage {
+        size_t n;
+        usec_t start[16];
+        int64_t amount[16], seconds[16];
+} Usage;
+
+static int collect(const char *allocation_id, usec_t start, int64_t amount, int64_t seconds,
+                   void *userdata)
+{
+        (void)allocation_id;
+        Usage *u = userdata;
+        cr_assert(u->n < 16);
+        u->start[u->n] = start;
+        u->amount[u->n] = amount;
+        u->seconds[u->n] = seconds;
+        u->n++;
+        return 0;
+}
+
+Test(metering, usage_across_an_hour_boundary_is_split_exactly)
+{
+        grant(1000000000);
+        allocation("alc_a", "active", RATE, T0 + 3590 * SEC + 500000, 0, 0);
+        tick_quiet(T0 + 3620 * SEC + 600000);
+        /* The 9 seconds ending at 3591.5 .. 3599.5 belong to the first hour,
+         * the 21 ending at 3600.5 .. 3620.5 to the second. */
+        Usage u = {0};
+        cr_assert_eq(metering_usage(db, alice, T0, T0 + 2 * 3600 * SEC, 3600 * SEC, collect, &u),
+                     0);
+        cr_assert_eq(u.n, 2);
+        cr_assert_eq(u.start[0], T0);
+        cr_assert_eq(u.amount[0], 9000);
+        cr_assert_eq(u.seconds[0], 9);
+        cr_assert_eq(u.start[1], T0 + 3600 * SEC);
+        cr_assert_eq(u.amount[1], 21000);
+        cr_assert_eq(u.seconds[1], 21);
+        cr_assert_eq(balance(), 1000000000 - 30000);
+}
+
+Test(metering, many_owners_are_charged_in_one_balanced_transaction)
+{
+        User u;
+        cr_assert_eq(users_insert(db, "bob@example.com", "Bob", NULL, ROLE_USER, &u), 0);
+        char bob[ID_MAX];
+        snprintf(bob, sizeof(bob), "%s", u.id);
+        user_done(&u);
+        grant(1000000000);
+        allocation("alc_a", "active", RATE, T0, 0, 0);
+        allocation("alc_b", "active", 2 * RATE, T0, 0, 0);
+        char *sql = xasprintf("INSERT INTO allocations (id, user_id, state, sku_id, gpu_count, "
+                              "image_id, network_id, hourly_cost_micros, billing_started_at, "
+                              "created_at, updated_at) VALUES ('alc_c', '%s', 'active', 's', 1, "
+                              "'i', 'n', %lld, %llu, 1, 1)",
+                              bob, (long long)RATE, (unsigned long long)T0);
+        exec(sql);
+        free(sql);
+        tick_quiet(T0 + 10 * SEC);
+        cr_assert_eq(balance(), 1000000000 - 30000);
+        cr_assert_eq(scalar("SELECT COUNT(*) FROM ledger_transactions WHERE kind = 'usage'"), 1);
+        cr_assert_eq(scalar("SELECT COUNT(*) FROM ledger_entries e JOIN ledger_transactions t "
+                            "ON t.id = e.txn_id WHERE t.kind = 'usage'"),
+                     3, "alice, bob, revenue");
+        cr_assert_eq(scalar("SELECT balance_micros FROM ledger_accounts WHERE id = "
+                            "'platform:revenue'"),
+                     40000);
 }
 
 Test(metering, a_repeated_tick_charges_nothing_twice)
