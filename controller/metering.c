@@ -15,6 +15,7 @@
 #include "id.h"
 #include "ledger.h"
 #include "log.h"
+#include "provisioner.h"
 #include "server.h"
 
 #define USEC_PER_HOUR (3600 * USEC_PER_SEC)
@@ -495,13 +496,11 @@ struct Metering {
 
 int metering_release(Server *s, const char *allocation_id)
 {
-        /* Wired to the allocations code's release once it exists; until then
-         * the allocation keeps running (and accruing) and this is logged. */
-        (void)s;
-        log_warning("an allocation's owner is out of funds but no release path is wired | "
-                    "allocation=%s",
-                    allocation_id);
-        return -ENOSYS;
+        /* The allocations code owns the allocation's state: -> releasing with
+         * failure_reason insufficient_balance (what the user sees), billing
+         * ends now, the node is told. */
+        log_info("releasing an allocation out of funds | allocation=%s", allocation_id);
+        return provisioner_release_for_billing(s, allocation_id, "insufficient_balance");
 }
 
 static void release_exhausted(Metering *m, const MeteringTick *t)

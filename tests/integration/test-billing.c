@@ -991,6 +991,23 @@ Test(billing, a_low_balance_is_announced_and_an_exhausted_one_ends_its_allocatio
         cr_assert(
             db_scalar(w.c, "SELECT COUNT(*) FROM events WHERE type = 'billing.low_balance'") >= 2);
         cr_assert(balance(&w) <= 0);
+        /* After the grace period the allocations code releases it, with a
+         * reason its owner sees; billing ends there. */
+        wait_for(w.c,
+                 "SELECT COUNT(*) FROM allocations WHERE id = 'alc_meteredexhaustedAAAA' AND "
+                 "state != 'active' AND failure_reason = 'insufficient_balance' AND "
+                 "billing_ended_at IS NOT NULL",
+                 1, "the release for insufficient_balance");
+        long long exhausted_at = db_scalar(w.c, "SELECT MIN(at) FROM events WHERE type = "
+                                                "'billing.low_balance' AND json_extract(data, "
+                                                "'$.exhausted')");
+        long long ended = db_scalar(w.c, "SELECT billing_ended_at FROM allocations");
+        cr_assert(ended - exhausted_at >= 2000000, "released %lld us after exhaustion, grace 2 s",
+                  ended - exhausted_at);
+        wait_for(w.c, "SELECT closed FROM allocation_meters", 1, "the meter closes");
+        long long after = balance(&w);
+        poll(NULL, 0, 2500);
+        cr_assert_eq(balance(&w), after, "nothing is charged after the release");
         assert_ledger_sound(w.c);
         world_free(&w);
 }
