@@ -274,6 +274,24 @@ static void send_open_commands(AgentLink *l, Peer *p)
                 log_warning_errno(r, "cannot resend open commands | node=%s", p->node_id);
 }
 
+/* Only the commands never sent: a node's commands still waiting for their
+ * reply are not sent again each time a new one is stored. */
+static int send_unsent_cb(const NodeCommand *c, void *userdata)
+{
+        return streq(c->state, "pending") ? send_command_cb(c, userdata) : 0;
+}
+
+void agent_link_send_new_commands(AgentLink *l, const char *node_id)
+{
+        Peer *p = l ? peer_by_node(l, node_id) : NULL;
+        if (!p || !p->helloed || p->closing)
+                return;
+        void *ctx[2] = {l, p};
+        int r = node_commands_open(l->server->db, p->node_id, send_unsent_cb, ctx);
+        if (r < 0)
+                log_warning_errno(r, "cannot send new commands | node=%s", p->node_id);
+}
+
 void agent_link_flush_commands(AgentLink *l, const char *node_id)
 {
         Peer *p = l ? peer_by_node(l, node_id) : NULL;

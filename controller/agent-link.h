@@ -35,6 +35,11 @@ bool agent_link_node_online(const AgentLink *l, const char *node_id, usec_t *ret
 /* Sends the node's open commands now if it is connected (after a new command
  * was stored). Not connected: they go out at its next hello. */
 void agent_link_flush_commands(AgentLink *l, const char *node_id);
+/* Sends the node's commands that were never sent (state pending), if it is
+ * connected; the ones sent and not answered yet are left alone (they go
+ * again at its next hello). Marking them sent writes the database: callers
+ * sending for many nodes wrap the calls in one transaction. */
+void agent_link_send_new_commands(AgentLink *l, const char *node_id);
 
 /* Sends one message that is not a command (console.*) on the node's link:
  * 0, -ENOTCONN (no welcomed link) or -EAGAIN (nng's queue is full). nng may

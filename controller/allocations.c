@@ -341,7 +341,8 @@ void launch_request_done(LaunchRequest *q)
 void launch_result_done(LaunchResult *r)
 {
         json_decref(r->details);
-        r->details = NULL;
+        json_decref(r->allocation);
+        r->details = r->allocation = NULL;
 }
 
 void launch_result_untake(Placement *p, LaunchResult *res)
@@ -519,6 +520,38 @@ static int launch_write(Db *db, const LaunchRequest *q, const PlacementPick *pic
                                 res->task_id);
         if (r < 0)
                 return r;
+        /* The answer's allocation object, from what was just written: the
+         * launch is answered without reading it back. */
+        usec_t now = now_usec();
+        json_t *out_slots = json_array();
+        size_t i;
+        json_t *sj;
+        json_array_foreach(slots, i, sj) json_array_append_new(
+            out_slots,
+            json_pack("{s:O, s:O, s:O, s:s, s:s}", "id", json_object_get(sj, "slot_id"), "slot_key",
+                      json_object_get(sj, "slot_key"), "gpus", json_object_get(sj, "gpus"), "state",
+                      "held", "slot_state", "reserved"));
+        Allocation a = {
+            .state = ALLOC_PROVISIONING,
+            .gpu_count = q->gpu_count,
+            .ssh_key_ids = q->ssh_key_ids,
+            .storage = q->storage,
+            .hourly_cost_micros = cost,
+            .created_at = now,
+            .updated_at = now,
+            .macs = macs,
+            .slots = out_slots,
+        };
+        memcpy(a.id, id, sizeof(id));
+        snprintf(a.user_id, sizeof(a.user_id), "%s", q->user_id);
+        snprintf(a.sku_id, sizeof(a.sku_id), "%s", q->sku.id);
+        memcpy(a.node_id, pick->node_id, sizeof(a.node_id) - 1);
+        snprintf(a.image_id, sizeof(a.image_id), "%s", q->image.id);
+        snprintf(a.network_id, sizeof(a.network_id), "%s", q->network.id);
+        snprintf(a.currency, sizeof(a.currency), "usd");
+        memcpy(a.task_id, res->task_id, sizeof(a.task_id));
+        res->allocation = allocation_to_json(&a);
+        json_decref(out_slots);
         res->ok = true;
         memcpy(res->allocation_id, id, sizeof(id));
         memcpy(res->node_id, pick->node_id, MIN(sizeof(res->node_id), sizeof(pick->node_id)));

@@ -117,7 +117,8 @@ typedef struct LaunchResult {
         bool replayed;  /* the same key and body came before: its answer again */
         ErrorCode code; /* when !ok */
         char message[200];
-        json_t *details; /* owned; when !ok */
+        json_t *details;    /* owned; when !ok */
+        json_t *allocation; /* owned: the API object as written (new launches) */
         char allocation_id[ID_MAX];
         char task_id[ID_MAX];
         char node_id[ID_MAX];

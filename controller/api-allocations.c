@@ -171,19 +171,25 @@ static void launch_done(Server *s, void *userdata, const LaunchResult *res)
                 http_reply_error(r, res->code, json_incref(res->details), "%s", res->message);
                 return;
         }
-        _cleanup_(allocation_done) Allocation a = {0};
-        if (allocation_get(s->db, res->allocation_id, NULL, &a) < 0) {
-                http_reply_error(r, ERR_UNAVAILABLE, NULL,
-                                 "the launch was taken; read it at GET "
-                                 "/api/v1/allocations");
-                return;
+        /* A new launch carries its object; a replayed one is read (its state
+         * may have moved on since). */
+        json_t *alloc = res->allocation ? json_incref(res->allocation) : NULL;
+        if (!alloc) {
+                _cleanup_(allocation_done) Allocation a = {0};
+                if (allocation_get(s->db, res->allocation_id, NULL, &a) < 0) {
+                        http_reply_error(r, ERR_UNAVAILABLE, NULL,
+                                         "the launch was taken; read it at GET "
+                                         "/api/v1/allocations");
+                        return;
+                }
+                alloc = allocation_to_json(&a);
         }
         char loc[96];
         snprintf(loc, sizeof(loc), "/api/v1/tasks/%s", res->task_id);
         http_add_header(r, "location", loc);
         http_reply_json(r, 202,
-                        json_pack("{s:o, s:s, s:b}", "allocation", allocation_to_json(&a),
-                                  "task_id", res->task_id, "replayed", res->replayed));
+                        json_pack("{s:o, s:s, s:b}", "allocation", alloc, "task_id", res->task_id,
+                                  "replayed", res->replayed));
 }
 
 int api_allocations_create(Request *r)

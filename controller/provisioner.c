@@ -18,6 +18,7 @@
 #define DEADLINE_CHECK_MS 1000
 #define BATCH_MAX         1024
 #define OVERDUE_MAX       64
+#define RESEND_INTERVAL   (5 * USEC_PER_SEC)
 
 struct LaunchTicket {
         LaunchRequest request;
@@ -56,16 +57,18 @@ void provisioner_node_changed(Server *s, const char *node_id)
                 log_warning_errno(r, "cannot refresh the placement index | node=%s", node_id);
 }
 
-/* Whether the node has commands never sent: flushing resends the sent ones
- * too, so only flush when there is something new. */
-static bool has_unsent_commands(Server *s, const char *node_id)
+/* Sends the node's new commands; marking them sent is one transaction, not
+ * an fsync per command. */
+static void send_new_commands(Server *s, const char *const *node_ids, size_t n)
 {
-        _cleanup_(db_stmt_resetp) sqlite3_stmt *st = db_stmt(
-            s->db, "SELECT 1 FROM node_commands WHERE node_id = ? AND state = 'pending' LIMIT 1");
-        if (!st)
-                return true;
-        sqlite3_bind_text(st, 1, node_id, -1, SQLITE_TRANSIENT);
-        return sqlite3_step(st) != SQLITE_DONE;
+        _cleanup_txn_ DbTxn txn = {0};
+        int r = db_begin(s->db, &txn);
+        for (size_t i = 0; i < n; i++)
+                agent_link_send_new_commands(s->link, node_ids[i]);
+        if (r >= 0)
+                r = db_commit(&txn);
+        if (r < 0)
+                log_warning_errno(r, "cannot record the commands sent | nodes=%zu", n);
 }
 
 void provisioner_node_commands(Server *s, const char *node_id)
@@ -73,8 +76,8 @@ void provisioner_node_commands(Server *s, const char *node_id)
         if (!node_id || !node_id[0])
                 return;
         provisioner_node_changed(s, node_id);
-        if (has_unsent_commands(s, node_id))
-                agent_link_flush_commands(s->link, node_id);
+        if (agent_link_node_online(s->link, node_id, NULL))
+                send_new_commands(s, &node_id, 1);
 }
 
 /* ---- launches ---- */
@@ -162,17 +165,22 @@ static void run_batch(Provisioner *p)
                         result_unavailable(&t->result);
                 }
         } else {
-                /* Send each node's new commands once. */
-                for (LaunchTicket *t = batch; t; t = t->next) {
-                        if (!t->result.ok || t->result.replayed || !t->result.node_id[0])
+                /* Each node's new commands, once per node, in one transaction. */
+                const char **nodes = calloc(n, sizeof(char *));
+                size_t n_nodes = 0;
+                for (LaunchTicket *t = batch; nodes && t; t = t->next) {
+                        if (!t->result.ok || t->result.replayed || !t->result.node_id[0] ||
+                            !agent_link_node_online(s->link, t->result.node_id, NULL))
                                 continue;
                         bool seen = false;
-                        for (LaunchTicket *u = batch; u != t && !seen; u = u->next)
-                                seen = u->result.ok && !u->result.replayed &&
-                                       streq(u->result.node_id, t->result.node_id);
-                        if (!seen && agent_link_node_online(s->link, t->result.node_id, NULL))
-                                agent_link_flush_commands(s->link, t->result.node_id);
+                        for (size_t i = 0; i < n_nodes && !seen; i++)
+                                seen = streq(nodes[i], t->result.node_id);
+                        if (!seen)
+                                nodes[n_nodes++] = t->result.node_id;
                 }
+                if (n_nodes > 0)
+                        send_new_commands(s, nodes, n_nodes);
+                free(nodes);
         }
         while (batch) {
                 LaunchTicket *next = batch->next;
@@ -290,9 +298,45 @@ void provisioner_check_deadlines(Provisioner *p)
         }
 }
 
+/* nng's polyamorous pair1 socket may drop a message when a pipe's queue is
+ * full, so a command sent and not answered goes again every
+ * RESEND_INTERVAL; the agent's journal answers one it applied already. Only
+ * the commands of running tasks are looked at (an indexed, short list). */
+static void resend_unanswered(Provisioner *p)
+{
+        Server *s = p->server;
+        char nodes[OVERDUE_MAX][ID_MAX];
+        size_t n = 0;
+        {
+                _cleanup_(db_stmt_resetp) sqlite3_stmt *st = db_stmt(
+                    s->db, "SELECT DISTINCT c.node_id FROM tasks t JOIN node_commands c ON "
+                           "c.id = t.command_id WHERE t.state = 'running' AND c.state = 'sent' "
+                           "AND c.sent_at < ? LIMIT 64");
+                if (!st)
+                        return;
+                sqlite3_bind_int64(st, 1, (sqlite3_int64)(now_usec() - RESEND_INTERVAL));
+                while (n < ELEMENTSOF(nodes) && sqlite3_step(st) == SQLITE_ROW)
+                        snprintf(nodes[n++], ID_MAX, "%s", strempty(db_column_text(st, 0)));
+        }
+        if (n == 0)
+                return;
+        _cleanup_txn_ DbTxn txn = {0};
+        int r = db_begin(s->db, &txn);
+        for (size_t i = 0; i < n; i++)
+                if (agent_link_node_online(s->link, nodes[i], NULL)) {
+                        log_info("resending unanswered commands | node=%s", nodes[i]);
+                        agent_link_flush_commands(s->link, nodes[i]);
+                }
+        if (r >= 0)
+                r = db_commit(&txn);
+        if (r < 0)
+                log_warning_errno(r, "cannot record resent commands | nodes=%zu", n);
+}
+
 static void on_deadlines(uv_timer_t *timer)
 {
         provisioner_check_deadlines(timer->data);
+        resend_unanswered(timer->data);
 }
 
 int provisioner_release_for_billing(Server *s, const char *allocation_id, const char *reason)

@@ -634,7 +634,8 @@ Test(allocations, another_tenant_sees_nothing_of_it)
         _cleanup_resp_ HttpResponse *admin_list =
             get_as(T.admin.access, "/api/v1/admin/allocations?state=active");
         ensure(json_array_size(jget(admin_list, "items")) == 1, "%s", admin_list->body);
-        ensure(streq(jstr(alloc_wait(u.access, id, "active"), "state"), "active"), "still");
+        _cleanup_resp_ HttpResponse *still = alloc_wait(u.access, id, "active");
+        ensure(streq(jstr(still, "state"), "active"), "%s", still->body);
         ctl_stop_clean(T.c);
 }
 
