@@ -125,8 +125,7 @@ static int read_user(sqlite3_stmt *s, User *ret)
         ret->email = strdup(db_column_text(s, 1));
         ret->name = strdup(db_column_text(s, 2));
         ret->roles = (unsigned)sqlite3_column_int(s, 3);
-        ret->balance_micros = sqlite3_column_int64(s, 4);
-        ret->created_at = (usec_t)sqlite3_column_int64(s, 5);
+        ret->created_at = (usec_t)sqlite3_column_int64(s, 4);
         if (!ret->email || !ret->name) {
                 user_done(ret);
                 return -ENOMEM;
@@ -134,7 +133,8 @@ static int read_user(sqlite3_stmt *s, User *ret)
         return 0;
 }
 
-#define USER_COLUMNS "id, email, name, roles, balance_micros, created_at"
+/* users.balance_micros (migration 1) is superseded by the ledger: not read. */
+#define USER_COLUMNS "id, email, name, roles, created_at"
 
 int users_insert(Db *db, const char *email, const char *name, const char *password_hash,
                  unsigned roles, User *ret)
@@ -188,7 +188,7 @@ int users_get_by_email(Db *db, const char *email, User *ret, char **ret_password
         if (r < 0)
                 return r;
         if (ret_password_hash) {
-                const char *h = db_column_text(s, 6);
+                const char *h = db_column_text(s, 5);
                 *ret_password_hash = h ? strdup(h) : NULL;
                 if (h && !*ret_password_hash) {
                         user_done(ret);

@@ -1,8 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 #pragma once
 
-/* The users table: accounts, their roles and (until the ledger lands) their
- * balance. Emails are stored normalised (trimmed, lower case) and unique. */
+/* The users table: accounts and their roles (balances are the ledger's,
+ * ledger.h). Emails are stored normalised (trimmed, lower case) and unique. */
 
 #include <jansson.h>
 #include <stdbool.h>
@@ -29,7 +29,6 @@ typedef struct User {
         char *email;
         char *name;
         unsigned roles;
-        int64_t balance_micros;
         usec_t created_at;
 } User;
 

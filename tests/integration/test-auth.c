@@ -73,8 +73,14 @@ Test(auth, signup_login_me_journey)
         cr_assert_eq(db_scalar(c, "SELECT COUNT(*) FROM sessions"), 2);
         cr_assert_eq(db_scalar(c, "SELECT COUNT(*) FROM users"), 1);
 
-        /* with a balance it is no longer a first run */
-        db_exec_rw(c, "UPDATE users SET balance_micros = 5000000");
+        /* with a balance (a ledger credit) it is no longer a first run */
+        _cleanup_free_ char *credit = xasprintf(
+            "INSERT INTO ledger_transactions (id, at, kind) VALUES ('ltx_authtest', 1, 'grant');"
+            "INSERT INTO ledger_entries (txn_id, account_id, amount_micros, at) VALUES "
+            "('ltx_authtest', 'user:%s', 5000000, 1), "
+            "('ltx_authtest', 'platform:grants', -5000000, 1);",
+            t.user_id);
+        db_exec_rw(c, credit);
         _cleanup_resp_ HttpResponse *me2 = api_get(c, ME, t.access);
         cr_assert(json_is_false(jget(me2, "first_run")), "%s", me2->body);
         cr_assert(json_is_null(jget(me2, "next")), "%s", me2->body);

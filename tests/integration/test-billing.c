@@ -944,7 +944,7 @@ Test(billing, running_allocations_are_charged_per_second_and_at_their_end)
         }
 
         /* Release requested 2.5 s after the last charge: the final charge is
-         * the 2 whole seconds up to billing_ended_at, then the meter closes. */
+         * the whole seconds up to billing_ended_at, then the meter closes. */
         ctl_stop_clean(w.c);
         long long charged = db_scalar(w.c, "SELECT charged_to FROM allocation_usage");
         _cleanup_free_ char *end = xasprintf(
@@ -956,12 +956,17 @@ Test(billing, running_allocations_are_charged_per_second_and_at_their_end)
                                           "LIKE 'user:%'");
         ctl_start_or_fail(w.c);
         wait_for(w.c, "SELECT closed FROM allocation_meters", 1, "the meter closes");
+        /* Whole seconds since the start: from where it stood to the end. */
+        long long started = db_scalar(w.c, "SELECT billing_started_at FROM allocations WHERE id "
+                                           "= 'alc_meteredactiveAAAAAAA'");
+        long long last_secs = (charged + 2500000 - started) / 1000000;
+        long long had_secs = (charged - started) / 1000000;
         cr_assert_eq(db_scalar(w.c, "SELECT balance_micros FROM ledger_accounts WHERE id LIKE "
                                     "'user:%'"),
-                     before - 2000, "the last whole seconds up to billing_ended_at: %lld -> %lld",
-                     before,
-                     db_scalar(w.c, "SELECT balance_micros FROM ledger_accounts WHERE id LIKE "
-                                    "'user:%'"));
+                     before - 1000 * (last_secs - had_secs),
+                     "the last whole seconds up to billing_ended_at");
+        cr_assert_eq(db_scalar(w.c, "SELECT charged_micros FROM allocation_usage"),
+                     1000 * last_secs);
         long long closed_at = db_scalar(w.c, "SELECT charged_micros FROM allocation_usage");
         /* Nothing after the end, however long it runs. */
         poll(NULL, 0, 2500);
