@@ -97,6 +97,48 @@ for _ in $(seq 1 100); do
         sleep 0.2
 done
 
+# First start: the admin's onboarding done for you (discovery, approve every
+# candidate slot), a catalog matching the simulated host, and a demo user with
+# credit, so the launch journey works at once. Later starts keep what is there.
+node_state=$(api GET "/api/v1/admin/nodes/$node_id" | jq -r .state)
+if [ "$node_state" = enrolled ] || [ "$node_state" = pending_approval ]; then
+        dsc=$(api POST "/api/v1/admin/nodes/$node_id/slice-topology/discovery" | jq -r .discovery_id)
+        for _ in $(seq 1 150); do
+                cand=$(api GET "/api/v1/admin/nodes/$node_id/slice-topology/candidates/$dsc")
+                [ "$(jq -r '.slots | length' <<< "$cand" 2> /dev/null)" -gt 0 ] 2> /dev/null && break
+                sleep 0.2
+        done
+        api POST "/api/v1/admin/nodes/$node_id/slice-topology/candidates/$dsc/approve" '{}' \
+                > "$state/approve.json"
+        [ "$(jq -r .node.state "$state/approve.json")" = active ] || {
+                echo "run.sh: approving the simulated node's slots failed:" >&2
+                cat "$state/approve.json" >&2
+                exit 1
+        }
+fi
+if [ "$(api GET /api/v1/admin/skus | jq '.items | length')" = 0 ]; then
+        # The simulated host is LLNL Tioga: 8 AMD MI250X GCDs (1002:7408) on 4 NUMA nodes.
+        api POST /api/v1/admin/skus '{"name":"mi250x-64gb","gpu_model":"AMD Instinct MI250X",
+                "gpu_memory_gb":64,"pci_ids":["1002:7408"],"gpu_counts":[1,2,4,8],
+                "price_per_gpu_hour_micros":1800000,"topology":"node"}' > /dev/null
+        api POST /api/v1/admin/images '{"name":"ubuntu-22.04","description":"Ubuntu 22.04 LTS",
+                "source":"ubuntu-22.04.img","ssh_user":"ubuntu"}' > /dev/null
+        api POST /api/v1/admin/networks '{"name":"default","description":"Tenant VLAN 100",
+                "vlan":100}' > /dev/null
+fi
+demo_email=demo@gpuslice.example
+if [ ! -s "$state/demo-password" ]; then
+        demo_password=$(head -c 18 /dev/urandom | base64 | tr '+/' '-_')
+        signup=$(curl -sS -X POST "$url/api/v1/auth/personal/signup" -H 'content-type: application/json' \
+                -d "{\"email\":\"$demo_email\",\"password\":\"$demo_password\",\"name\":\"Demo User\"}")
+        demo_id=$(jq -r .user.id <<< "$signup")
+        [ "$demo_id" != null ] || { echo "run.sh: demo signup failed: $signup" >&2; exit 1; }
+        api POST "/api/v1/admin/users/$demo_id/credits" \
+                '{"amount_micros":100000000,"reason":"run.sh demo credit"}' > /dev/null
+        (umask 077 && echo "$demo_password" > "$state/demo-password")
+fi
+demo_password=$(cat "$state/demo-password")
+
 cat <<TXT
 
   gpuslice is running.
@@ -104,22 +146,34 @@ cat <<TXT
   API:             $url/api/v1   (ready: $url/api/v1/ready)
   Admin email:     $admin_email
   Admin password:  $admin_password   (new on every start of run.sh)
+  Demo user:       $demo_email / $demo_password   (USD 100 of credit)
   Simulated node:  $node_id (an agent with --simulate; see $state/agent.log)
   State:           $state/gpuslice.db   (logs: $state/controller.log, $state/agent.log)
 
-  Walk the admin journey (onboard the simulated node):
-    TOKEN=\$(curl -s -X POST $url/api/v1/auth/personal/login -H 'content-type: application/json' \\
-           -d '{"email":"$admin_email","password":"$admin_password"}' | jq -r .access_token)
-    curl -s $url/api/v1/admin/nodes -H "authorization: Bearer \$TOKEN" | jq
-    DSC=\$(curl -s -X POST $url/api/v1/admin/nodes/$node_id/slice-topology/discovery \\
-           -H "authorization: Bearer \$TOKEN" | jq -r .discovery_id)
-    curl -s $url/api/v1/admin/nodes/$node_id/slice-topology/candidates/\$DSC -H "authorization: Bearer \$TOKEN" | jq
-    curl -s -X POST $url/api/v1/admin/nodes/$node_id/slice-topology/candidates/\$DSC/approve \\
-           -H "authorization: Bearer \$TOKEN" -H 'content-type: application/json' -d '{}' | jq .node
+  Launch a workload as the demo user (README.md, "Launch a workload", shows each answer):
+    U=\$(curl -s -X POST $url/api/v1/auth/personal/login -H 'content-type: application/json' \\
+         -d '{"email":"$demo_email","password":"$demo_password"}' | jq -r .access_token)
+    H="authorization: Bearer \$U"; J='content-type: application/json'
+    curl -s $url/api/v1/catalog/skus -H "\$H" | jq
+    SKU=\$(curl -s $url/api/v1/catalog/skus -H "\$H" | jq -r '.items[0].id')
+    IMG=\$(curl -s $url/api/v1/catalog/images -H "\$H" | jq -r '.items[0].id')
+    NET=\$(curl -s $url/api/v1/catalog/networks -H "\$H" | jq -r '.items[0].id')
+    # any OpenSSH public key of yours (ssh-keygen -t ed25519 makes one)
+    KEY=\$(jq -n --arg k "\$(cat ~/.ssh/id_ed25519.pub)" '{public_key:\$k}' | \\
+         curl -s -X POST $url/api/v1/access/ssh-keys -H "\$H" -H "\$J" -d @- | jq -r .id)
+    BODY="{\"sku_id\":\"\$SKU\",\"gpu_count\":2,\"image_id\":\"\$IMG\",\"network_id\":\"\$NET\",\"ssh_key_ids\":[\"\$KEY\"]}"
+    curl -s -X POST $url/api/v1/allocations/quote -H "\$H" -H "\$J" -d "\$BODY" | jq
+    curl -s -X POST $url/api/v1/allocations -H "\$H" -H "\$J" -H "Idempotency-Key: launch-\$(date +%s)" \\
+         -d "\$BODY" | tee /tmp/launch.json | jq
+    curl -s $url/api/v1/tasks/\$(jq -r .task_id /tmp/launch.json) -H "\$H" | jq
+    curl -s $url/api/v1/allocations/\$(jq -r .allocation.id /tmp/launch.json) -H "\$H" | jq .connection
+    # a shell on it, in this terminal (Ctrl-D ends it; needs: cd tests/node && npm ci)
+    node $root/scripts/console.mjs \$(curl -s -X POST $url/api/v1/allocations/\$(jq -r .allocation.id \
+         /tmp/launch.json)/terminal-token -H "\$H" | jq -r .websocket_url)
+    curl -s -X POST $url/api/v1/allocations/\$(jq -r .allocation.id /tmp/launch.json)/release -H "\$H" | jq
 
-  Or sign up as a user:
-    curl -s -X POST $url/api/v1/auth/personal/signup -H 'content-type: application/json' \\
-           -d '{"email":"you@example.com","password":"correct horse battery","name":"You"}' | jq
+  Admin: nodes, slots, allocations, events (token: log in as $admin_email):
+    curl -s $url/api/v1/admin/nodes/$node_id/slots -H "authorization: Bearer \$TOKEN" | jq
 
   Ctrl-C stops both.
 TXT
