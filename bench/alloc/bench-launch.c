@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
 #include <uv.h>
 
@@ -41,7 +42,18 @@ static struct {
         Network network;
         uv_idle_t idle;
         double t_first, t_last;
+        double cpu_first, cpu_last;
 } B;
+
+/* This process's user + system CPU time: steadier than wall time on a
+ * machine other work shares. */
+static double cpu_ms(void)
+{
+        struct rusage ru;
+        getrusage(RUSAGE_SELF, &ru);
+        return (double)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) * 1e3 +
+               (double)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e3;
+}
 
 static double now_ms(void)
 {
@@ -154,14 +166,17 @@ static void on_done(Server *s, void *userdata, const LaunchResult *res)
                 fprintf(stderr, "refused: %s %s\n", error_code_to_string(res->code), res->message);
         if (B.done == B.launches) {
                 B.t_last = now_ms();
+                B.cpu_last = cpu_ms();
                 uv_stop(B.s.loop);
         }
 }
 
 static void on_idle(uv_idle_t *h)
 {
-        if (B.submitted == 0)
+        if (B.submitted == 0) {
                 B.t_first = now_ms();
+                B.cpu_first = cpu_ms();
+        }
         for (unsigned i = 0; i < B.per_iteration && B.submitted < B.launches; i++) {
                 LaunchRequest q;
                 copy_request(&q, B.submitted++);
@@ -207,8 +222,10 @@ int main(int argc, char **argv)
         }
         printf("launch: %u nodes x 8 slots, %u launches of 1 GPU, %u per loop iteration\n", nodes,
                B.launches, B.per_iteration);
-        printf("  accepted %u (slots held %lld) in %.0f ms: %.0f launches/s durable\n", B.ok, held,
-               ms, B.ok / (ms / 1000.0));
+        printf("  accepted %u (slots held %lld) in %.0f ms: %.0f launches/s durable; CPU %.0f us "
+               "per launch (%.0f/s if it had a core to itself)\n",
+               B.ok, held, ms, B.ok / (ms / 1000.0), (B.cpu_last - B.cpu_first) * 1000 / B.ok,
+               B.ok / ((B.cpu_last - B.cpu_first) / 1000.0));
         provisioner_stop(B.s.provisioner);
         placement_free(B.s.placement);
         db_close(B.s.db);
