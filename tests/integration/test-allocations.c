@@ -641,6 +641,62 @@ Test(allocations, another_tenant_sees_nothing_of_it)
 
 /* ---- concurrency ---- */
 
+/* POSTs n requests at once (curl multi, one connection each) and fills
+ * statuses (0: no answer, the controller died). path_fmt gets i; body may be
+ * NULL; key_prefix non-NULL adds "Idempotency-Key: <prefix>-<i>". */
+static void post_many(const char *token, int n, const char *path_fmt, const char *body,
+                      const char *key_prefix, long *statuses)
+{
+        _cleanup_free_ char *auth = xasprintf("Authorization: Bearer %s", token);
+        CURLM *m = curl_multi_init();
+        CURL **h = calloc((size_t)n, sizeof(CURL *));
+        struct curl_slist **hdrs = calloc((size_t)n, sizeof(struct curl_slist *));
+        char **urls = calloc((size_t)n, sizeof(char *));
+        cr_assert(m && h && hdrs && urls);
+        FILE *sink = fopen("/dev/null", "we");
+        cr_assert(sink);
+        for (int i = 0; i < n; i++) {
+                _cleanup_free_ char *path = NULL;
+                cr_assert(asprintf(&path, path_fmt, i) >= 0);
+                urls[i] = xasprintf("%s%s", T.c->url, path);
+                hdrs[i] = curl_slist_append(NULL, auth);
+                hdrs[i] = curl_slist_append(hdrs[i], "Content-Type: application/json");
+                if (key_prefix) {
+                        _cleanup_free_ char *key =
+                            xasprintf("Idempotency-Key: %s-%d", key_prefix, i);
+                        hdrs[i] = curl_slist_append(hdrs[i], key);
+                }
+                h[i] = curl_easy_init();
+                curl_easy_setopt(h[i], CURLOPT_URL, urls[i]);
+                curl_easy_setopt(h[i], CURLOPT_HTTPHEADER, hdrs[i]);
+                curl_easy_setopt(h[i], CURLOPT_POSTFIELDS, body ? body : "");
+                curl_easy_setopt(h[i], CURLOPT_WRITEFUNCTION, fwrite);
+                curl_easy_setopt(h[i], CURLOPT_WRITEDATA, sink);
+                curl_easy_setopt(h[i], CURLOPT_TIMEOUT_MS, 60000L);
+                curl_easy_setopt(h[i], CURLOPT_NOSIGNAL, 1L);
+                curl_multi_add_handle(m, h[i]);
+        }
+        int running = 1;
+        while (running) {
+                curl_multi_perform(m, &running);
+                if (running)
+                        curl_multi_poll(m, NULL, 0, 100, NULL);
+        }
+        for (int i = 0; i < n; i++) {
+                statuses[i] = 0;
+                curl_easy_getinfo(h[i], CURLINFO_RESPONSE_CODE, &statuses[i]);
+                curl_multi_remove_handle(m, h[i]);
+                curl_easy_cleanup(h[i]);
+                curl_slist_free_all(hdrs[i]);
+                free(urls[i]);
+        }
+        curl_multi_cleanup(m);
+        fclose(sink);
+        free(h);
+        free(hdrs);
+        free(urls);
+}
+
 #define CONCURRENT 14
 
 Test(allocations, concurrent_launches_never_share_a_slot)
@@ -650,44 +706,13 @@ Test(allocations, concurrent_launches_never_share_a_slot)
         Tokens u;
         user_sign_up("many@example.com", &u, 1000000000);
         _cleanup_free_ char *body = launch_body(1);
-        _cleanup_free_ char *url = xasprintf("%s/api/v1/allocations", T.c->url);
-        _cleanup_free_ char *auth = xasprintf("Authorization: Bearer %s", u.access);
-        CURLM *m = curl_multi_init();
-        CURL *h[CONCURRENT];
-        struct curl_slist *hdrs[CONCURRENT];
-        for (int i = 0; i < CONCURRENT; i++) {
-                char key[64];
-                snprintf(key, sizeof(key), "Idempotency-Key: race-%d", i);
-                hdrs[i] = curl_slist_append(NULL, auth);
-                hdrs[i] = curl_slist_append(hdrs[i], key);
-                hdrs[i] = curl_slist_append(hdrs[i], "Content-Type: application/json");
-                h[i] = curl_easy_init();
-                curl_easy_setopt(h[i], CURLOPT_URL, url);
-                curl_easy_setopt(h[i], CURLOPT_HTTPHEADER, hdrs[i]);
-                curl_easy_setopt(h[i], CURLOPT_POSTFIELDS, body);
-                curl_easy_setopt(h[i], CURLOPT_WRITEFUNCTION, fwrite);
-                curl_easy_setopt(h[i], CURLOPT_WRITEDATA, stderr);
-                curl_easy_setopt(h[i], CURLOPT_TIMEOUT_MS, 60000L);
-                curl_multi_add_handle(m, h[i]);
-        }
-        int running = 1;
-        while (running) {
-                curl_multi_perform(m, &running);
-                if (running)
-                        curl_multi_poll(m, NULL, 0, 100, NULL);
-        }
+        long st[CONCURRENT];
+        post_many(u.access, CONCURRENT, "/api/v1/allocations", body, "race", st);
         int accepted = 0, sold_out = 0;
         for (int i = 0; i < CONCURRENT; i++) {
-                long status = 0;
-                curl_easy_getinfo(h[i], CURLINFO_RESPONSE_CODE, &status);
-                accepted += status == 202;
-                sold_out += status == 409;
-                curl_multi_remove_handle(m, h[i]);
-                curl_easy_cleanup(h[i]);
-                curl_slist_free_all(hdrs[i]);
+                accepted += st[i] == 202;
+                sold_out += st[i] == 409;
         }
-        curl_multi_cleanup(m);
-        fprintf(stderr, "\n");
         ensure(accepted == 8 && sold_out == CONCURRENT - 8, "accepted %d, refused %d", accepted,
                sold_out);
         ensure(db_scalar(T.c, "SELECT count(*) FROM (SELECT slot_id FROM allocation_slots GROUP "
@@ -696,6 +721,130 @@ Test(allocations, concurrent_launches_never_share_a_slot)
         ensure(db_scalar(T.c, "SELECT count(DISTINCT slot_id) FROM allocation_slots") == 8,
                "eight slots taken");
         ensure(wait_slots("assigned", 8), "every launch got its slot assigned");
+        ctl_stop_clean(T.c);
+}
+
+/* What must hold whatever happened: no slot held twice, every allocation in
+ * a contract state, slot and allocation states that agree. */
+static void check_invariants(void)
+{
+        ensure(db_scalar(T.c, "SELECT count(*) FROM (SELECT slot_id FROM allocation_slots WHERE "
+                              "state = 'held' GROUP BY slot_id HAVING count(*) > 1)") == 0,
+               "a slot is held by two allocations");
+        ensure(db_scalar(T.c, "SELECT count(*) FROM allocations WHERE state NOT IN ('pending', "
+                              "'provisioning', 'active', 'releasing', 'released', 'failed', "
+                              "'release_failed')") == 0,
+               "an allocation in no contract state");
+        ensure(db_scalar(T.c, "SELECT count(*) FROM node_resource_slots s WHERE s.state IN "
+                              "('reserved', 'assigned') AND NOT EXISTS (SELECT 1 FROM "
+                              "allocation_slots x JOIN allocations a ON a.id = x.allocation_id "
+                              "WHERE x.slot_id = s.id AND x.state = 'held' AND a.state IN "
+                              "('provisioning', 'active'))") == 0,
+               "a reserved or assigned slot without a live allocation");
+        ensure(db_scalar(T.c, "SELECT count(*) FROM allocations a WHERE a.state = 'active' AND "
+                              "EXISTS (SELECT 1 FROM allocation_slots x JOIN node_resource_slots "
+                              "s ON s.id = x.slot_id WHERE x.allocation_id = a.id AND s.state != "
+                              "'assigned')") == 0,
+               "an active allocation with a slot not assigned");
+}
+
+static bool wait_no_running_tasks(void)
+{
+        long long deadline = mono_ms() + 2 * DEADLINE_MS;
+        while (db_scalar(T.c, "SELECT count(*) FROM tasks WHERE state = 'running'") > 0) {
+                if (mono_ms() > deadline)
+                        return false;
+                pause_ms(200);
+        }
+        return true;
+}
+
+#define CHAOS 40
+
+Test(allocations, kill_9_during_concurrent_launches_and_releases_leaves_nothing_half_done)
+{
+        char listen[64];
+        snprintf(listen, sizeof(listen), "127.0.0.1:%u", free_port());
+        const char *args[] = {"--agent-listen", listen, NULL};
+        controller_start(args);
+        enroll_and_approve();
+        Tokens u;
+        user_sign_up("chaos@example.com", &u, 1000000000);
+        _cleanup_free_ char *body = launch_body(1);
+        srand((unsigned)getpid());
+        for (int round = 0; round < 3; round++) {
+                /* launches race a kill -9 at a random moment */
+                long st[CHAOS];
+                char prefix[32];
+                snprintf(prefix, sizeof(prefix), "chaos-%d", round);
+                pid_t killer = fork();
+                cr_assert(killer >= 0);
+                if (killer == 0) {
+                        pause_ms(20 + rand() % 400);
+                        kill(T.c->pid, SIGKILL);
+                        _exit(0);
+                }
+                post_many(u.access, CHAOS, "/api/v1/allocations", body, prefix, st);
+                waitpid(killer, NULL, 0);
+                ctl_kill9(T.c); /* reaps it (already dead, or killed now) */
+                ctl_start_or_fail(T.c);
+                ensure(node_online(true), "the agent came back (round %d)", round);
+                check_invariants();
+                ensure(wait_no_running_tasks(), "tasks still running after restart (round %d)",
+                       round);
+                check_invariants();
+
+                /* releases of every active allocation race another kill -9 */
+                long long active =
+                    db_scalar(T.c, "SELECT count(*) FROM allocations WHERE state = 'active'");
+                if (active > 0) {
+                        /* The ids through the API (the tenant's own list). */
+                        _cleanup_resp_ HttpResponse *ls =
+                            get_as(u.access, "/api/v1/allocations?state=active&limit=200");
+                        size_t n = json_array_size(jget(ls, "items"));
+                        ensure((long long)n == active, "%zu listed, %lld active", n, active);
+                        pid_t k2 = fork();
+                        cr_assert(k2 >= 0);
+                        if (k2 == 0) {
+                                pause_ms(rand() % 300);
+                                kill(T.c->pid, SIGKILL);
+                                _exit(0);
+                        }
+                        for (size_t i = 0; i < n; i++) {
+                                const char *id = json_string_value(
+                                    json_object_get(json_array_get(jget(ls, "items"), i), "id"));
+                                _cleanup_free_ char *path =
+                                    xasprintf("/api/v1/allocations/%s/release", id);
+                                long rs[1];
+                                post_many(u.access, 1, path, NULL, NULL, rs);
+                        }
+                        waitpid(k2, NULL, 0);
+                        ctl_kill9(T.c);
+                        ctl_start_or_fail(T.c);
+                        ensure(node_online(true), "the agent came back after releases");
+                        check_invariants();
+                        /* releases the kill cut short are asked again */
+                        _cleanup_resp_ HttpResponse *left =
+                            get_as(u.access, "/api/v1/allocations?state=active&limit=200");
+                        size_t i;
+                        json_t *it;
+                        json_array_foreach(jget(left, "items"), i, it)
+                        {
+                                _cleanup_free_ char *path =
+                                    xasprintf("/api/v1/allocations/%s/release",
+                                              json_string_value(json_object_get(it, "id")));
+                                _cleanup_resp_ HttpResponse *r =
+                                    api_post(T.c, path, u.access, NULL);
+                                ensure(r->status == 202, "%s", r->body);
+                        }
+                        ensure(wait_no_running_tasks(), "release tasks still running");
+                        check_invariants();
+                }
+                ensure(db_scalar(T.c, "SELECT count(*) FROM allocations WHERE state IN "
+                                      "('pending', 'provisioning', 'releasing', 'active')") == 0,
+                       "every allocation settled (round %d)", round);
+                ensure(wait_slots("available", 8), "every slot available again (round %d)", round);
+        }
         ctl_stop_clean(T.c);
 }
 
