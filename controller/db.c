@@ -2,26 +2,66 @@
 #include "db.h"
 
 #include <errno.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "log.h"
 
-#define STMT_CACHE_SIZE 256
-
+/* Prepared statements cached by SQL text in an open-addressing hash table
+ * that doubles when half full: lookups stay O(1) however many statements the
+ * modules own, and the cache keeps its own copy of the text, so a caller may
+ * pass any string. */
 typedef struct CachedStmt {
-        const char *sql; /* points at the caller's string; compared by content */
+        char *sql; /* owned copy; NULL marks an empty bucket */
         size_t len;
+        uint64_t hash;
         sqlite3_stmt *stmt;
 } CachedStmt;
 
 struct Db {
         sqlite3 *handle;
         char *path;
-        CachedStmt cache[STMT_CACHE_SIZE];
+        CachedStmt *cache; /* n_buckets entries, a power of two */
+        size_t n_buckets;
         size_t n_cached;
         int schema_version;
 };
+
+static uint64_t sql_hash(const char *sql, size_t len)
+{
+        uint64_t h = 0xcbf29ce484222325ULL; /* FNV-1a */
+        for (size_t i = 0; i < len; i++)
+                h = (h ^ (unsigned char)sql[i]) * 0x100000001b3ULL;
+        return h;
+}
+
+static CachedStmt *cache_slot(CachedStmt *buckets, size_t n_buckets, const char *sql, size_t len,
+                              uint64_t hash)
+{
+        for (size_t i = hash & (n_buckets - 1);; i = (i + 1) & (n_buckets - 1)) {
+                CachedStmt *c = &buckets[i];
+                if (!c->sql || (c->hash == hash && c->len == len && memcmp(c->sql, sql, len) == 0))
+                        return c;
+        }
+}
+
+static int cache_grow(Db *db)
+{
+        size_t n = db->n_buckets ? db->n_buckets * 2 : 256;
+        CachedStmt *b = calloc(n, sizeof(*b));
+        if (!b)
+                return -ENOMEM;
+        for (size_t i = 0; i < db->n_buckets; i++) {
+                CachedStmt *c = &db->cache[i];
+                if (c->sql)
+                        *cache_slot(b, n, c->sql, c->len, c->hash) = *c;
+        }
+        free(db->cache);
+        db->cache = b;
+        db->n_buckets = n;
+        return 0;
+}
 
 int db_errno(int rc)
 {
@@ -182,8 +222,12 @@ void db_close(Db *db)
 {
         if (!db)
                 return;
-        for (size_t i = 0; i < db->n_cached; i++)
-                sqlite3_finalize(db->cache[i].stmt);
+        for (size_t i = 0; i < db->n_buckets; i++)
+                if (db->cache[i].sql) {
+                        sqlite3_finalize(db->cache[i].stmt);
+                        free(db->cache[i].sql);
+                }
+        free(db->cache);
         if (db->handle) {
                 /* Folds the WAL back into the main file so a backup of the .db alone is whole. */
                 (void)sqlite3_wal_checkpoint_v2(db->handle, NULL, SQLITE_CHECKPOINT_TRUNCATE, NULL,
@@ -199,13 +243,23 @@ void db_close(Db *db)
 sqlite3_stmt *db_stmt(Db *db, const char *sql)
 {
         size_t len = strlen(sql);
-        for (size_t i = 0; i < db->n_cached; i++) {
-                CachedStmt *c = &db->cache[i];
-                if (c->sql == sql || (c->len == len && memcmp(c->sql, sql, len) == 0)) {
+        uint64_t hash = sql_hash(sql, len);
+        if (db->n_buckets > 0) {
+                CachedStmt *c = cache_slot(db->cache, db->n_buckets, sql, len, hash);
+                if (c->sql) {
                         sqlite3_reset(c->stmt);
                         sqlite3_clear_bindings(c->stmt);
                         return c->stmt;
                 }
+        }
+        if ((db->n_cached + 1) * 2 > db->n_buckets && cache_grow(db) < 0) {
+                log_oom();
+                return NULL;
+        }
+        _cleanup_free_ char *copy = strndup(sql, len);
+        if (!copy) {
+                log_oom();
+                return NULL;
         }
         sqlite3_stmt *s = NULL;
         int rc = sqlite3_prepare_v3(db->handle, sql, (int)len, SQLITE_PREPARE_PERSISTENT, &s, NULL);
@@ -214,14 +268,9 @@ sqlite3_stmt *db_stmt(Db *db, const char *sql)
                           sqlite3_errmsg(db->handle), sql);
                 return NULL;
         }
-        if (db->n_cached < STMT_CACHE_SIZE) {
-                /* Statements are static strings in the modules that own their tables. */
-                db->cache[db->n_cached++] = (CachedStmt){.sql = sql, .len = len, .stmt = s};
-        } else {
-                log_error("statement cache full | size=%d", STMT_CACHE_SIZE);
-                sqlite3_finalize(s);
-                return NULL;
-        }
+        *cache_slot(db->cache, db->n_buckets, sql, len, hash) =
+            (CachedStmt){.sql = TAKE_PTR(copy), .len = len, .hash = hash, .stmt = s};
+        db->n_cached++;
         return s;
 }
 

@@ -215,6 +215,33 @@ Test(db, statement_cache_returns_the_same_reset_statement)
         db_close(db);
 }
 
+Test(db, statement_cache_grows_past_hundreds_of_statements)
+{
+        /* The modules own well over 256 statements between them; every one
+         * must stay cached, found again by its text, and keep its identity
+         * while the table grows. */
+        Db *db = NULL;
+        cr_assert_eq(db_open(path, &db), 0);
+        enum { N = 1500 };
+        static sqlite3_stmt *first[N];
+        char sql[64];
+        for (int i = 0; i < N; i++) {
+                snprintf(sql, sizeof(sql), "SELECT %d + ?", i);
+                first[i] = db_stmt(db, sql);
+                cr_assert(first[i], "statement %d not prepared", i);
+        }
+        for (int i = 0; i < N; i++) {
+                snprintf(sql, sizeof(sql), "SELECT %d + ?", i);
+                sqlite3_stmt *again = db_stmt(db, sql);
+                cr_assert_eq(again, first[i], "statement %d prepared twice", i);
+                sqlite3_bind_int(again, 1, 1);
+                cr_assert_eq(sqlite3_step(again), SQLITE_ROW);
+                cr_assert_eq(sqlite3_column_int(again, 0), i + 1);
+                sqlite3_reset(again);
+        }
+        db_close(db);
+}
+
 Test(db, errno_mapping)
 {
         cr_assert_eq(db_errno(SQLITE_OK), 0);
