@@ -168,7 +168,7 @@ cat <<TXT
     curl -s $url/api/v1/tasks/\$(jq -r .task_id /tmp/launch.json) -H "\$H" | jq
     curl -s $url/api/v1/allocations/\$(jq -r .allocation.id /tmp/launch.json) -H "\$H" | jq .connection
     # a shell on it, in this terminal (Ctrl-D ends it; needs: cd tests/node && npm ci)
-    node $root/scripts/console.mjs \$(curl -s -X POST $url/api/v1/allocations/\$(jq -r .allocation.id \
+    node $root/scripts/console.mjs \$(curl -s -X POST $url/api/v1/allocations/\$(jq -r .allocation.id \\
          /tmp/launch.json)/terminal-token -H "\$H" | jq -r .websocket_url)
     curl -s -X POST $url/api/v1/allocations/\$(jq -r .allocation.id /tmp/launch.json)/release -H "\$H" | jq
 
