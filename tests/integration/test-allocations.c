@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "cloud.h"
@@ -418,8 +419,8 @@ Test(allocations, a_provision_past_its_deadline_fails_and_its_slots_are_cleaned)
 
 /* ---- failures on the host ---- */
 
-/* The simulated Tioga slots carry no NVMe drive, so the teardown failure
- * here is the reset (reset_failed); the wipe's reason travels the same way. */
+/* A teardown failing at the reset (reset_failed), on slots with and without
+ * an NVMe drive; the wipe's own failure follows. */
 Test(allocations, a_failed_teardown_ends_release_failed_and_the_retry_succeeds)
 {
         start(NULL);
@@ -444,6 +445,157 @@ Test(allocations, a_failed_teardown_ends_release_failed_and_the_retry_succeeds)
         _cleanup_resp_ HttpResponse *b = cloud_alloc_wait(T, u.access, id, "released");
         ensure(json_is_null(jget(b, "release_failed_reason")), "%s", b->body);
         ensure(cloud_wait_slots(T, T->host, "available", 8), "the slots are back");
+        ctl_stop_clean(T->c);
+}
+
+static long long realtime_usec(void)
+{
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        return (long long)ts.tv_sec * 1000000LL + ts.tv_nsec / 1000;
+}
+
+static long long alloc_sql(const char *fmt, const char *id)
+{
+        _cleanup_free_ char *sql = xasprintf(fmt, id);
+        return db_scalar(T->c, sql);
+}
+
+/* Polls until the metering tick has charged every open meter past usec. */
+static void wait_watermark_past(long long usec)
+{
+        long long deadline = mono_ms() + CLOUD_DEADLINE_MS;
+        while (db_scalar(T->c, "SELECT watermark FROM metering_state") <= usec) {
+                ensure(mono_ms() < deadline, "the metering tick never passed %lld", usec);
+                pause_ms(100);
+        }
+}
+
+/* The simulated host's record of one of its slots (agent/simulated-ops.c). */
+static json_t *sim_slot(size_t i)
+{
+        _cleanup_free_ char *path =
+            xasprintf("%s/var/lib/gpuslice-agent/simulated-host/slots/%s.json", T->host->prefix,
+                      T->host->slot_ids[i]);
+        json_error_t err;
+        json_t *o = json_load_file(path, 0, &err);
+        ensure(o, "%s: %s", path, err.text);
+        char *text = json_dumps(o, JSON_COMPACT);
+        cr_log_info("%s: %s", path, text);
+        free(text);
+        return o;
+}
+
+/* The simulated Tioga host gives an NVMe drive to its two NUMA-node-0 slots
+ * (gpuslice-agent discover shows the map); only those two are approved, so
+ * a two-GPU allocation has a drive in each slot to wipe at its release. */
+Test(allocations, a_failed_wipe_quarantines_the_slots_stops_billing_and_the_retry_succeeds)
+{
+        const char *args[] = {"--metering-interval-s", "1", NULL};
+        CloudOptions o = {.controller_args = args, .approve = CLOUD_APPROVE_NVME};
+        T = cloud_new(&o);
+        ensure(T->host->n_slots == 2 && T->host->slot_nvme[0][0] && T->host->slot_nvme[1][0],
+               "two approved slots, each with an NVMe drive (%zu)", T->host->n_slots);
+        Tokens u;
+        const long long credit = 100000000;
+        cloud_user(T, "nvme@example.com", &u, credit);
+        char id[64];
+        cloud_launch_active(T, &u, 2, "nvme-1", id);
+        ensure(cloud_slots_in_state(T, T->host, "assigned") == 2, "both slots assigned");
+        /* a second of usage is charged while it runs */
+        wait_watermark_past(
+            alloc_sql("SELECT billing_started_at FROM allocations WHERE id = '%s'", id) + 1000000);
+
+        cloud_set_faults(T->host, "wipe_nvme\n");
+        _cleanup_free_ char *rpath = xasprintf("/api/v1/allocations/%s/release", id);
+        long long asked = realtime_usec();
+        _cleanup_resp_ HttpResponse *rel = api_post(T->c, rpath, u.access, NULL);
+        long long answered = realtime_usec();
+        ensure(rel->status == 202, "%s", rel->body);
+        _cleanup_resp_ HttpResponse *a = cloud_alloc_wait(T, u.access, id, "release_failed");
+        ensure(streq_ptr(jstr(a, "release_failed_reason"), "nvme_wipe_failed"), "%s", a->body);
+        ensure(json_is_true(jget(a, "billing_stopped")), "%s", a->body);
+        _cleanup_resp_ HttpResponse *t = cloud_task_wait(T, u.access, jstr(rel, "task_id"));
+        ensure(streq(jstr(t, "state"), "failed"), "%s", t->body);
+        ensure(strstr(t->body, "nvme_wipe_failed"), "the task says why: %s", t->body);
+        /* both slots quarantined, with the reason */
+        ensure(cloud_slots_in_state(T, T->host, "quarantined") == 2, "the slots are quarantined");
+        _cleanup_free_ char *why = xasprintf("SELECT count(*) FROM node_resource_slots WHERE "
+                                             "node_id = '%s' AND state_reason = "
+                                             "'nvme_wipe_failed' AND allocation_id = '%s'",
+                                             T->host->node_id, id);
+        ensure(db_scalar(T->c, why) == 2, "quarantined for the wipe, still naming the allocation");
+        /* the simulated host ran the wipe and recorded its failure */
+        for (size_t i = 0; i < 2; i++) {
+                _cleanup_(json_decrefp) json_t *st = sim_slot(i);
+                ensure(
+                    streq_ptr(json_string_value(json_object_get(st, "state")), "teardown_failed") &&
+                        streq_ptr(json_string_value(json_object_get(st, "failed_step")),
+                                  "wipe_nvme") &&
+                        json_is_false(json_object_get(json_object_get(st, "nvme"), "wiped")),
+                    "slot %zu on the simulated host", i);
+        }
+
+        /* billing: ended at the release request, charged exactly to there,
+         * nothing later */
+        long long ended = alloc_sql("SELECT billing_ended_at FROM allocations WHERE id = '%s'", id);
+        ensure(ended >= asked && ended <= answered,
+               "billing ended at the request: %lld in [%lld, %lld]", ended, asked, answered);
+        long long started =
+            alloc_sql("SELECT billing_started_at FROM allocations WHERE id = '%s'", id);
+        long long secs = (ended - started) / 1000000;
+        long long due = 4000000 / 3600 * secs + 4000000 % 3600 * secs / 3600;
+        const char *charged_sql = "SELECT COALESCE(SUM(charged_micros), 0) FROM allocation_usage "
+                                  "WHERE allocation_id = '%s'";
+        long long deadline = mono_ms() + CLOUD_DEADLINE_MS;
+        while (alloc_sql("SELECT closed FROM allocation_meters WHERE allocation_id = '%s'", id) !=
+               1) {
+                ensure(mono_ms() < deadline, "the meter never closed");
+                pause_ms(100);
+        }
+        ensure(due > 0 && alloc_sql(charged_sql, id) == due, "charged %lld, due %lld",
+               alloc_sql(charged_sql, id), due);
+        _cleanup_free_ char *bal =
+            xasprintf("SELECT balance_micros FROM ledger_accounts WHERE id = 'user:%s'", u.user_id);
+        ensure(db_scalar(T->c, bal) == credit - due, "the balance: %lld, want %lld",
+               db_scalar(T->c, bal), credit - due);
+        ensure(alloc_sql("SELECT count(*) FROM ledger_holds WHERE allocation_id = '%s' AND state "
+                         "= 'pending'",
+                         id) == 0,
+               "the hold is closed");
+        wait_watermark_past(realtime_usec() + 2000000);
+        ensure(alloc_sql(charged_sql, id) == due && db_scalar(T->c, bal) == credit - due,
+               "nothing charged while release_failed");
+        {
+                _cleanup_resp_ HttpResponse *b = api_get(T->c, "/api/v1/billing/balance", u.access);
+                ensure(json_integer_value(jget(b, "balance_micros")) == credit - due &&
+                           json_integer_value(jget(b, "burn_rate_micros_per_hour")) == 0,
+                       "%s", b->body);
+                _cleanup_resp_ HttpResponse *us =
+                    api_get(T->c, "/api/v1/billing/usage?bucket=day", u.access);
+                ensure(json_integer_value(jget(us, "total_micros")) == due, "%s", us->body);
+        }
+        cloud_check_ledger(T);
+        cloud_check_invariants(T);
+
+        /* the fault is gone: the same call retries and returns the slots */
+        cloud_set_faults(T->host, "");
+        _cleanup_resp_ HttpResponse *retry = api_post(T->c, rpath, u.access, NULL);
+        ensure(retry->status == 202, "the same call retries: %s", retry->body);
+        _cleanup_resp_ HttpResponse *b = cloud_alloc_wait(T, u.access, id, "released");
+        ensure(json_is_null(jget(b, "release_failed_reason")), "%s", b->body);
+        _cleanup_resp_ HttpResponse *rt = cloud_task_wait(T, u.access, jstr(retry, "task_id"));
+        ensure(streq(jstr(rt, "state"), "succeeded"), "%s", rt->body);
+        ensure(cloud_wait_slots(T, T->host, "available", 2), "the slots are back");
+        for (size_t i = 0; i < 2; i++) {
+                _cleanup_(json_decrefp) json_t *st = sim_slot(i);
+                ensure(streq_ptr(json_string_value(json_object_get(st, "state")), "available") &&
+                           json_is_true(json_object_get(json_object_get(st, "nvme"), "wiped")),
+                       "slot %zu wiped on the simulated host", i);
+        }
+        ensure(db_scalar(T->c, bal) == credit - due, "the retry charges nothing");
+        cloud_check_ledger(T);
+        cloud_check_invariants(T);
         ctl_stop_clean(T->c);
 }
 
