@@ -20,7 +20,6 @@
 #include <criterion/criterion.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <poll.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -34,6 +33,7 @@
 
 #include "harness.h"
 #include "test-peer.h"
+#include "ws-client.h"
 
 #define DEADLINE_MS 60000
 #define WINDOW      65536
@@ -46,20 +46,10 @@ typedef struct Host {
         pid_t agent;
 } Host;
 
-/* The WebSocket client: a node process answering one JSON line per command. */
-typedef struct Client {
-        pid_t pid;
-        int to, from; /* its stdin, its stdout */
-        char *log;    /* its stderr */
-        char buf[1 << 20];
-        size_t len;
-} Client;
-
 static struct {
         Controller *c;
         Tokens admin;
         Host *host;
-        Client *client;
         char sku_id[64], image_id[64], network_id[64];
 } T;
 
@@ -87,8 +77,7 @@ static void dump_logs(void)
                 print_tail("bootstrap.sh output", T.host->boot_out);
                 print_tail("agent log", T.host->agent_log);
         }
-        if (T.client)
-                print_tail("console client stderr", T.client->log);
+        print_tail("console client stderr", ws_client_log());
 }
 
 #define ensure(cond, ...)                                                                          \
@@ -171,171 +160,6 @@ static void kill9(pid_t *pid)
         while (waitpid(*pid, NULL, 0) < 0 && errno == EINTR)
                 ;
         *pid = 0;
-}
-
-/* ---- the WebSocket client ---- */
-
-static Client *client_start(void)
-{
-        _cleanup_free_ char *script = xasprintf("%s/tests/node/console-client.mjs", source_root());
-        _cleanup_free_ char *ws = xasprintf("%s/tests/node/node_modules/ws", source_root());
-        cr_assert(access(ws, R_OK) == 0, "npm ws is missing: run (cd tests/node && npm ci)");
-        Client *cl = calloc(1, sizeof(*cl));
-        cr_assert(cl);
-        char *dir = tmpdir_new("console-client");
-        cl->log = xasprintf("%s/client.log", dir);
-        free(dir);
-        int in[2], out[2];
-        cr_assert(pipe2(in, O_CLOEXEC) == 0 && pipe2(out, O_CLOEXEC) == 0);
-        char node[] = "/usr/bin/node";
-        char *argv[] = {access(node, X_OK) == 0 ? node : "/usr/local/bin/node", script, NULL};
-        cl->pid = spawn_io(argv, in[0], out[1], cl->log);
-        close(in[0]);
-        close(out[1]);
-        cl->to = in[1];
-        cl->from = out[0];
-        T.client = cl;
-        return cl;
-}
-
-static void client_free(Client *cl)
-{
-        if (!cl)
-                return;
-        kill9(&cl->pid);
-        close(cl->to);
-        close(cl->from);
-        free(cl->log);
-        free(cl);
-}
-
-/* Sends one command (stolen) and returns its answer (the caller decrefs). */
-static json_t *call(json_t *cmd)
-{
-        Client *cl = T.client;
-        cr_assert(cmd);
-        _cleanup_free_ char *line = json_dumps(cmd, JSON_COMPACT);
-        json_t *t = json_object_get(cmd, "timeout_ms");
-        long long timeout = (t ? json_integer_value(t) : 20000) + 30000;
-        json_decref(cmd);
-        size_t n = strlen(line);
-        line[n] = '\n';
-        ensure(write(cl->to, line, n + 1) == (ssize_t)n + 1, "writing to the client: %m");
-        line[n] = '\0';
-        long long deadline = mono_ms() + timeout;
-        for (;;) {
-                char *nl = memchr(cl->buf, '\n', cl->len);
-                if (nl) {
-                        *nl = '\0';
-                        json_error_t err;
-                        json_t *r = json_loads(cl->buf, 0, &err);
-                        ensure(r, "the client answered no JSON: %s", cl->buf);
-                        size_t used = (size_t)(nl + 1 - cl->buf);
-                        memmove(cl->buf, nl + 1, cl->len - used);
-                        cl->len -= used;
-                        return r;
-                }
-                long long left = deadline - mono_ms();
-                ensure(left > 0, "the client did not answer %s", line);
-                struct pollfd p = {.fd = cl->from, .events = POLLIN};
-                if (poll(&p, 1, (int)MIN(left, 1000LL)) <= 0)
-                        continue;
-                ensure(cl->len < sizeof(cl->buf), "answer too long");
-                ssize_t got = read(cl->from, cl->buf + cl->len, sizeof(cl->buf) - cl->len);
-                ensure(got > 0, "the client exited (%zd)", got);
-                cl->len += (size_t)got;
-        }
-}
-
-#define DECREF _cleanup_(json_decrefp)
-
-static bool ok(json_t *r)
-{
-        return json_is_true(json_object_get(r, "ok"));
-}
-
-static const char *rstr(json_t *r, const char *key)
-{
-        return json_string_value(json_object_get(r, key));
-}
-
-static char *dumps(json_t *r)
-{
-        char *s = json_dumps(r, JSON_COMPACT);
-        return s ? s : strdup("?");
-}
-
-/* Connects id to url; returns the session id (malloc'ed). */
-static char *ws_connect(const char *id, const char *url)
-{
-        DECREF json_t *r =
-            call(json_pack("{s:s, s:s, s:s}", "cmd", "connect", "id", id, "url", url));
-        _cleanup_free_ char *s = dumps(r);
-        ensure(ok(r), "connect %s: %s", id, s);
-        const char *session = rstr(r, "session");
-        ensure(session && strncmp(session, "cns_", 4) == 0, "no X-Console-Session: %s", s);
-        return strdup(session);
-}
-
-/* A refused connect: checks the HTTP status and the error code; returns details. */
-static json_t *ws_refused(const char *url, const char *bearer, long status, const char *code)
-{
-        json_t *headers = json_object();
-        if (bearer)
-                json_object_set_new(headers, "Authorization", json_sprintf("Bearer %s", bearer));
-        DECREF json_t *r = call(json_pack("{s:s, s:s, s:s, s:o}", "cmd", "connect", "id", "refused",
-                                          "url", url, "headers", headers));
-        _cleanup_free_ char *s = dumps(r);
-        ensure(!ok(r), "the connect was not refused: %s", s);
-        ensure(json_integer_value(json_object_get(r, "status")) == status, "want %ld: %s", status,
-               s);
-        json_t *err = json_object_get(json_object_get(r, "body"), "error");
-        ensure(streq_ptr(json_string_value(json_object_get(err, "code")), code), "want %s: %s",
-               code, s);
-        return json_incref(json_object_get(err, "details"));
-}
-
-static void ws_send(const char *id, const char *data)
-{
-        DECREF json_t *r =
-            call(json_pack("{s:s, s:s, s:s}", "cmd", "send", "id", id, "data", data));
-        ensure(ok(r), "send on %s", id);
-}
-
-static void ws_simple(const char *cmd, const char *id)
-{
-        DECREF json_t *r = call(json_pack("{s:s, s:s}", "cmd", cmd, "id", id));
-        ensure(ok(r), "%s on %s", cmd, id);
-}
-
-static void ws_expect_output(const char *id, const char *needle, long long timeout_ms)
-{
-        DECREF json_t *r = call(json_pack("{s:s, s:s, s:s, s:I}", "cmd", "wait_output", "id", id,
-                                          "includes", needle, "timeout_ms", timeout_ms));
-        _cleanup_free_ char *s = dumps(r);
-        ensure(ok(r), "no \"%s\" on %s: %s", needle, id, s);
-}
-
-/* Waits for the close; checks the close code and the last control message. */
-static void ws_expect_end(const char *id, long close_code, const char *type, const char *code,
-                          long long exit_code)
-{
-        DECREF json_t *r =
-            call(json_pack("{s:s, s:s, s:i}", "cmd", "wait_closed", "id", id, "timeout_ms", 45000));
-        _cleanup_free_ char *s = dumps(r);
-        ensure(ok(r), "%s did not close: %s", id, s);
-        ensure(json_integer_value(json_object_get(r, "code")) == close_code, "close code: %s", s);
-        json_t *controls = json_object_get(r, "controls");
-        json_t *last = json_array_get(controls, json_array_size(controls) - 1);
-        ensure(streq_ptr(json_string_value(json_object_get(last, "type")), type),
-               "last control message: %s", s);
-        if (code)
-                ensure(streq_ptr(json_string_value(json_object_get(last, "code")), code) &&
-                           json_is_string(json_object_get(last, "message")),
-                       "error code: %s", s);
-        else
-                ensure(json_integer_value(json_object_get(last, "code")) == exit_code,
-                       "exit code: %s", s);
 }
 
 /* ---- the platform: controller, simulated host, catalog, a tenant ---- */
@@ -554,7 +378,8 @@ static void platform(const char *const *extra, Tokens *u, char alloc_id[static 6
         enroll_and_approve();
         tenant("tenant@example.com", u);
         launch_active(u, "console-1", alloc_id);
-        client_start();
+        ws_client_dump = dump_logs;
+        ws_client_start();
 }
 
 /* The controller's log line that ends a session. */
@@ -601,8 +426,7 @@ static void setup(void)
 
 static void teardown(void)
 {
-        if (T.client)
-                client_free(T.client);
+        ws_client_stop();
         if (T.host)
                 host_free(T.host);
         if (T.c)
@@ -636,24 +460,20 @@ Test(console, type_read_resize_exit_and_every_refusal_before_the_upgrade)
         ws_send("a", "pwd; stty size\r");
         ws_expect_output("a", "30 100", 20000);
         ws_expect_output("a", "/workspace", 20000);
-        {
-                DECREF json_t *r = call(json_pack("{s:s, s:s, s:i, s:i}", "cmd", "resize", "id",
-                                                  "a", "cols", 132, "rows", 43));
-                ensure(ok(r), "resize");
-        }
+        ws_resize("a", 132, 43);
         ws_send("a", "stty size\r");
         ws_expect_output("a", "43 132", 20000);
 
         /* The token was spent: a second use is refused before any upgrade. */
         {
-                DECREF json_t *d = ws_refused(sized, NULL, 401, "unauthenticated");
+                _cleanup_(json_decrefp) json_t *d = ws_refused(sized, NULL, 401, "unauthenticated");
                 ensure(streq_ptr(json_string_value(json_object_get(d, "token")), "used"), "used");
         }
         /* An expired token. */
         {
                 _cleanup_free_ char *u2 = terminal_url(&u, alloc);
                 db_exec_rw(T.c, "UPDATE terminal_tokens SET expires_at = 1 WHERE used_at IS NULL");
-                DECREF json_t *d = ws_refused(u2, NULL, 401, "unauthenticated");
+                _cleanup_(json_decrefp) json_t *d = ws_refused(u2, NULL, 401, "unauthenticated");
                 ensure(streq_ptr(json_string_value(json_object_get(d, "token")), "expired"),
                        "expired");
         }
@@ -661,11 +481,11 @@ Test(console, type_read_resize_exit_and_every_refusal_before_the_upgrade)
         {
                 _cleanup_free_ char *bogus = xasprintf(
                     "ws://%s/api/v1/terminal?token=gst_notatoken", T.c->url + strlen("http://"));
-                DECREF json_t *d = ws_refused(bogus, NULL, 401, "unauthenticated");
+                _cleanup_(json_decrefp) json_t *d = ws_refused(bogus, NULL, 401, "unauthenticated");
                 ensure(streq_ptr(json_string_value(json_object_get(d, "token")), "unknown"), "?");
                 _cleanup_free_ char *none =
                     xasprintf("ws://%s/api/v1/terminal", T.c->url + strlen("http://"));
-                DECREF json_t *d2 = ws_refused(none, NULL, 401, "unauthenticated");
+                _cleanup_(json_decrefp) json_t *d2 = ws_refused(none, NULL, 401, "unauthenticated");
                 ensure(streq_ptr(json_string_value(json_object_get(d2, "token")), "missing"), "?");
         }
         /* Another tenant: no token for this allocation (it does not exist for
@@ -674,7 +494,7 @@ Test(console, type_read_resize_exit_and_every_refusal_before_the_upgrade)
                 _cleanup_resp_ HttpResponse *r = token_request(&other, alloc);
                 assert_error(r, 404, "not_found");
                 _cleanup_free_ char *u3 = terminal_url(&u, alloc);
-                DECREF json_t *d = ws_refused(u3, other.access, 403, "forbidden");
+                _cleanup_(json_decrefp) json_t *d = ws_refused(u3, other.access, 403, "forbidden");
                 (void)d;
         }
         /* The exit code ends the session: the exit frame, then close 1000. */
@@ -733,12 +553,7 @@ Test(console, many_sessions_at_once_within_the_limits_and_a_clean_stop)
         }
         /* One leaves: there is room again. */
         ws_simple("close", "s0");
-        {
-                DECREF json_t *r = call(json_pack("{s:s, s:s, s:i}", "cmd", "wait_closed", "id",
-                                                  "s0", "timeout_ms", 20000));
-                ensure(ok(r) && json_integer_value(json_object_get(r, "code")) == 1000,
-                       "s0 closed");
-        }
+        ws_expect_closed("s0", 1000);
         long long deadline = mono_ms() + DEADLINE_MS;
         for (;;) {
                 _cleanup_resp_ HttpResponse *r = token_request(&u, a1);
@@ -790,7 +605,7 @@ Test(console, a_slow_reader_holds_the_terminal_back_within_the_window)
         ws_simple("resume", "a");
         ws_expect_output("a", "flood-20-done", 240000);
         {
-                DECREF json_t *r = call(json_pack("{s:s, s:s}", "cmd", "output", "id", "a"));
+                _cleanup_(json_decrefp) json_t *r = ws_output("a");
                 ensure(json_integer_value(json_object_get(r, "lines")) >= 3000000,
                        "lost output: %lld lines",
                        (long long)json_integer_value(json_object_get(r, "lines")));

@@ -124,6 +124,11 @@ static void peer_send(TestPeer *p, const char *type, const char *id, ProtoWriter
         nng_send(p->sock, buf, len, 0);
 }
 
+void peer_send_message(TestPeer *p, const char *type, ProtoWriter *body)
+{
+        peer_send(p, type, NULL, body);
+}
+
 static void send_auth_and_hello(TestPeer *p, const void *nonce, size_t nonce_len)
 {
         const char *cert = p->o.proof_cert ? p->o.proof_cert : p->o.tls_cert;
@@ -237,6 +242,10 @@ static void handle(TestPeer *p, const void *buf, size_t len)
                 pthread_mutex_unlock(&p->lock);
                 if (!p->o.ignore_commands)
                         answer_command(p, env);
+                return;
+        } else if (p->o.on_message && !startswith(env->type, "link.")) {
+                pthread_mutex_unlock(&p->lock);
+                p->o.on_message(p, env, p->o.userdata);
                 return;
         }
         pthread_mutex_unlock(&p->lock);

@@ -14,6 +14,7 @@
 #include <stdint.h>
 
 #include "harness.h"
+#include "proto.h"
 
 /* ---- admin and enrollment over the API ---- */
 
@@ -36,6 +37,8 @@ void enrolled_node_done(EnrolledNode *n);
 
 /* ---- the peer ---- */
 
+typedef struct TestPeer TestPeer;
+
 typedef struct PeerOptions {
         const char *endpoint;
         const char *node_id;  /* in every envelope */
@@ -50,11 +53,15 @@ typedef struct PeerOptions {
         bool ignore_commands;   /* receive commands but never reply */
         bool reply_twice;       /* send every reply two times */
         const char *agent_version;
+        /* Called on the peer's thread for every message that is neither
+         * link.* nor command.* (the console's); may call peer_send_message(). */
+        void (*on_message)(TestPeer *p, const ProtoEnvelope *env, void *userdata);
+        void *userdata;
 } PeerOptions;
 
-typedef struct TestPeer TestPeer;
-
 TestPeer *peer_start(const PeerOptions *o);
+/* Sends one message of any type with a fresh id (thread-safe). */
+void peer_send_message(TestPeer *p, const char *type, ProtoWriter *body);
 void peer_stop(TestPeer *p);
 
 /* Counters and last values, read under the peer's lock. */
