@@ -21,6 +21,7 @@
 
 #include "harness.h"
 #include "test-peer.h"
+#include "timeutil.h"
 #include "ws-client.h"
 
 #define DEADLINE_MS 30000
@@ -273,10 +274,12 @@ static void teardown(void)
 
 TestSuite(console_relay, .init = setup, .fini = teardown, .timeout = 120);
 
-static void start(void)
+static void start_with(const char *public_url)
 {
         T.c = ctl_new();
         ctl_args(T.c, "--heartbeat-interval-s", "1", "--console-window-bytes", "4096", NULL);
+        if (public_url)
+                ctl_args(T.c, "--public-url", public_url, NULL);
         ctl_start_or_fail(T.c);
         admin_sign_in(T.c, "root@example.com", NULL, &T.admin);
         node_create_and_enroll(T.c, T.admin.access, "relay-node", &T.node);
@@ -300,6 +303,11 @@ static void start(void)
         db_exec_rw(T.c, sql);
         ws_client_dump = dump_logs;
         ws_client_start();
+}
+
+static void start(void)
+{
+        start_with(NULL);
 }
 
 static char *url(void)
@@ -503,4 +511,19 @@ Test(console_relay, malformed_control_messages_end_the_session)
         ws_send_text("c", "{\"type\":\"paste\",\"data\":\"x\"}");
         ws_expect_end("c", 1008, "error", "invalid_request", 0);
         WAIT_AGENT(A.closes >= 3, "the agent was not told to close every session");
+}
+
+Test(console_relay, the_websocket_url_follows_public_url)
+{
+        start_with("https://console.example.com/gpu/");
+        _cleanup_free_ char *path = xasprintf("/api/v1/allocations/%s/terminal-token", T.alloc);
+        _cleanup_resp_ HttpResponse *r = api_post(T.c, path, T.user.access, NULL);
+        ensure(r->status == 200, "%ld %s", r->status, r->body);
+        _cleanup_free_ char *want =
+            xasprintf("wss://console.example.com/gpu/api/v1/terminal?token=%s", jstr(r, "token"));
+        ensure(streq_ptr(jstr(r, "websocket_url"), want), "%s", r->body);
+        usec_t expires;
+        ensure(parse_rfc3339(jstr(r, "expires_at"), &expires) == 0, "%s", r->body);
+        usec_t now = now_usec();
+        ensure(expires > now && expires <= now + 61 * USEC_PER_SEC, "%s", r->body);
 }
