@@ -50,7 +50,8 @@ prio=()
 [ -n "${BENCH_NICE:-}" ] && prio=(nice -n "$BENCH_NICE")
 echo "machine: $(nproc) cores, $(uname -r), load $(cut -d' ' -f1-3 /proc/loadavg)${BENCH_NICE:+, nice $BENCH_NICE}"
 mkdir -p "$state"
-admin_password=$("$ctl" create-admin --state-dir "$state" --email bench@example.com 2> /dev/null)
+admin_password=$("$ctl" create-admin --state-dir "$state" --email bench@example.com \
+        2> "$tmp/create-admin.log") || fail "create-admin failed: $(tail -3 "$tmp/create-admin.log")"
 "${prio[@]}" "$ctl" serve --state-dir "$state" --listen 127.0.0.1:0 --agent-listen 127.0.0.1:0 \
         --ready-file "$tmp/ready" --log-level warning --heartbeat-interval-s 1 \
         --rate-limit-address-rps 0 --rate-limit-session-rps 0 > "$tmp/controller.log" 2>&1 &
