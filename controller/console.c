@@ -740,6 +740,38 @@ static void on_opened(Session *s, const ProtoEnvelope *env)
         flush_input(s);
 }
 
+/* An acknowledgement: console.ack's body, or the `ack` map of the agent's
+ * console.data (sent with the echo of the input it acknowledges). */
+static void apply_ack(Session *s, const ProtoValue *ack)
+{
+        uint64_t offset = s->in_acked, limit = 0, gen = 0, out_limit = 0;
+        (void)proto_get_uint(ack, "offset", PROTO_OPTIONAL, &offset, NULL);
+        (void)proto_get_uint(ack, "limit", PROTO_OPTIONAL, &limit, NULL);
+        (void)proto_get_uint(ack, "resize_gen", PROTO_OPTIONAL, &gen, NULL);
+        (void)proto_get_uint(ack, "out_limit", PROTO_OPTIONAL, &out_limit, NULL);
+        if (s->agent != AGENT_OPEN)
+                return;
+        if (offset > s->in_acked && offset <= s->in_sent) {
+                buf_consume(&s->in, offset - s->in_acked);
+                s->in_acked = offset;
+                s->in_unacked_since = now_mono_usec();
+        }
+        s->in_limit = MAX(s->in_limit, limit);
+        s->resize_acked = MAX(s->resize_acked, MIN(gen, s->resize_gen));
+        s->agent_out_limit = MAX(s->agent_out_limit, out_limit);
+        flush_input(s);
+        if (s->read_paused && !s->ending && s->in.len < s->console->window) {
+                s->read_paused = false;
+                s->recv_kick = true;
+                ws_proceed(s);
+        }
+}
+
+static void on_ack(Session *s, const ProtoEnvelope *env)
+{
+        apply_ack(s, &env->body);
+}
+
 static void on_data(Session *s, const ProtoEnvelope *env)
 {
         uint64_t offset;
@@ -752,6 +784,9 @@ static void on_data(Session *s, const ProtoEnvelope *env)
                             env->type, strempty(reason));
                 return session_end(s, "protocol_error", "the agent sent a malformed message", 0);
         }
+        ProtoValue ack;
+        if (proto_get_map(&env->body, "ack", PROTO_OPTIONAL, 8, &ack, NULL) == 1)
+                apply_ack(s, &ack);
         if (s->agent != AGENT_OPEN || offset + n <= s->out_received)
                 return; /* late or a duplicate */
         if (offset != s->out_received || offset + n > s->out_limit_sent) {
@@ -773,31 +808,6 @@ static void on_data(Session *s, const ProtoEnvelope *env)
         note_out_buffered(s);
         ws_proceed(s);
         grant_credit(s);
-}
-
-static void on_ack(Session *s, const ProtoEnvelope *env)
-{
-        uint64_t offset = s->in_acked, limit = 0, gen = 0, out_limit = 0;
-        (void)proto_get_uint(&env->body, "offset", PROTO_OPTIONAL, &offset, NULL);
-        (void)proto_get_uint(&env->body, "limit", PROTO_OPTIONAL, &limit, NULL);
-        (void)proto_get_uint(&env->body, "resize_gen", PROTO_OPTIONAL, &gen, NULL);
-        (void)proto_get_uint(&env->body, "out_limit", PROTO_OPTIONAL, &out_limit, NULL);
-        if (s->agent != AGENT_OPEN)
-                return;
-        if (offset > s->in_acked && offset <= s->in_sent) {
-                buf_consume(&s->in, offset - s->in_acked);
-                s->in_acked = offset;
-                s->in_unacked_since = now_mono_usec();
-        }
-        s->in_limit = MAX(s->in_limit, limit);
-        s->resize_acked = MAX(s->resize_acked, MIN(gen, s->resize_gen));
-        s->agent_out_limit = MAX(s->agent_out_limit, out_limit);
-        flush_input(s);
-        if (s->read_paused && !s->ending && s->in.len < s->console->window) {
-                s->read_paused = false;
-                s->recv_kick = true;
-                ws_proceed(s);
-        }
 }
 
 static void on_closed(Session *s, const ProtoEnvelope *env)
