@@ -149,12 +149,10 @@ int api_admin_users(Request *r)
         Db *db = r->server->db;
         _cleanup_(db_stmt_resetp) sqlite3_stmt *s = db_stmt(
             db, "SELECT u.rowid, u.id, u.email, u.name, u.roles, u.created_at, "
-                "COALESCE(a.balance_micros, 0), "
                 "(SELECT COUNT(*) FROM allocations x WHERE x.user_id = u.id AND "
                 "x.state IN ('pending', 'provisioning', 'active', 'releasing', 'release_failed')) "
-                "FROM users u LEFT JOIN ledger_accounts a ON a.id = 'user:' || u.id "
-                "WHERE u.rowid > ?1 AND (?2 IS NULL OR u.email LIKE ?2 ESCAPE '\\' OR "
-                "u.name LIKE ?2 ESCAPE '\\') AND (?3 = 0 OR (u.roles & ?3) != 0) "
+                "FROM users u WHERE u.rowid > ?1 AND (?2 IS NULL OR u.email LIKE ?2 ESCAPE "
+                "'\\' OR u.name LIKE ?2 ESCAPE '\\') AND (?3 = 0 OR (u.roles & ?3) != 0) "
                 "AND (?4 IS NULL OR u.id = ?4) ORDER BY u.rowid LIMIT ?5");
         if (!s)
                 return http_reply_error(r, ERR_UNAVAILABLE, NULL, "cannot read users now");
@@ -169,18 +167,18 @@ int api_admin_users(Request *r)
         while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
                 last = sqlite3_column_int64(s, 0);
                 const char *id = db_column_text(s, 1);
-                int64_t held = 0;
-                (void)ledger_open_holds_micros(db, id, &held);
-                int64_t balance = sqlite3_column_int64(s, 6);
+                /* What the user sees: usage not yet posted counted. */
+                LedgerFunds f = {0};
+                (void)ledger_funds(db, id, &f);
                 json_array_append_new(
                     items,
                     json_pack("{s:s, s:s, s:s, s:o, s:o, s:I, s:I, s:s, s:I}", "id", id, "email",
                               db_column_text(s, 2), "name", db_column_text(s, 3), "roles",
                               roles_to_json((unsigned)sqlite3_column_int(s, 4)), "created_at",
                               json_timestamp((usec_t)sqlite3_column_int64(s, 5)), "balance_micros",
-                              (json_int_t)balance, "available_micros", (json_int_t)(balance - held),
+                              (json_int_t)f.balance, "available_micros", (json_int_t)f.available,
                               "currency", "USD", "open_allocations",
-                              (json_int_t)sqlite3_column_int64(s, 7)));
+                              (json_int_t)sqlite3_column_int64(s, 6)));
         }
         if (rc != SQLITE_DONE) {
                 json_decref(items);

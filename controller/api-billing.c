@@ -34,10 +34,9 @@ int api_billing_balance(Request *r)
 {
         Db *db = r->server->db;
         const char *uid = r->auth.user_id;
-        int64_t balance, held, burn;
-        int ret = ledger_balance_micros(db, uid, &balance);
-        if (ret >= 0)
-                ret = ledger_open_holds_micros(db, uid, &held);
+        LedgerFunds f;
+        int64_t burn;
+        int ret = ledger_funds(db, uid, &f);
         if (ret >= 0)
                 ret = metering_burn_rate(db, uid, &burn);
         if (ret < 0)
@@ -45,15 +44,15 @@ int api_billing_balance(Request *r)
         json_t *runway = json_null();
         if (burn > 0) {
                 /* Hours, two decimals; a used-up balance has no runway left. */
-                double h = (double)MAX(balance, 0) / (double)burn;
+                double h = (double)MAX(f.balance, 0) / (double)burn;
                 runway = json_real(floor(h * 100.0) / 100.0);
         }
-        return http_reply_json(
-            r, 200,
-            json_pack("{s:I, s:I, s:I, s:s, s:I, s:o}", "balance_micros", (json_int_t)balance,
-                      "available_micros", (json_int_t)(balance - held), "held_micros",
-                      (json_int_t)held, "currency", "USD", "burn_rate_micros_per_hour",
-                      (json_int_t)burn, "runway_hours", runway));
+        return http_reply_json(r, 200,
+                               json_pack("{s:I, s:I, s:I, s:s, s:I, s:o}", "balance_micros",
+                                         (json_int_t)f.balance, "available_micros",
+                                         (json_int_t)f.available, "held_micros", (json_int_t)f.held,
+                                         "currency", "USD", "burn_rate_micros_per_hour",
+                                         (json_int_t)burn, "runway_hours", runway));
 }
 
 /* ---- checkout ---- */

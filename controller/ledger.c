@@ -2,16 +2,22 @@
 /* The prepaid ledger. Money only moves between accounts: every transaction is
  * a set of immutable entries that sum to zero (checked here before anything is
  * written; triggers refuse UPDATE and DELETE), so the sum over all entries is
- * zero forever and no path creates or destroys money. An account's balance is
- * the sum of its entries; ledger_accounts.balance_micros caches it and is kept
- * by an AFTER INSERT trigger, i.e. in the same transaction as the entry.
+ * zero forever and no path creates or destroys money. An account's posted
+ * balance is the sum of its entries; ledger_accounts.balance_micros caches it
+ * and is kept by an AFTER INSERT trigger, i.e. in the same transaction as the
+ * entry. Metering posts usage per owner now and then, not every tick, so the
+ * balance a user has is the posted one minus the usage metered since
+ * (metering_unposted, exact as of the last tick).
  *
  * Holds reserve part of a user's balance for a launched allocation. Usage
- * charged for the allocation counts against its hold (metering's
- * allocation_usage view, or captured_micros for usage posted through
- * ledger_charge_usage), so the hold shrinks as the usage it stood for
- * becomes real charges; available = balance - the uncaptured rest of the
- * open holds. */
+ * counts against its allocation's hold as it is metered (or as it is
+ * captured, captured_micros, for usage posted through ledger_charge_usage),
+ * so the hold shrinks as the usage it stood for becomes charges and is not
+ * reserved twice. ledger_accounts.held_micros caches the uncaptured part of
+ * the account's pending holds (kept by triggers on ledger_holds); the metered
+ * part is subtracted at read time from the owner's open meters, so
+ * available = balance - held needs one account row and the owner's open
+ * meters, never a sum over the holds. */
 #include "ledger.h"
 
 #include <errno.h>
@@ -20,6 +26,7 @@
 
 #include "db.h"
 #include "log.h"
+#include "metering.h"
 #include "timeutil.h"
 
 void ledger_user_account(const char *user_id, char buf[static LEDGER_ACCOUNT_ID_MAX])
@@ -41,59 +48,73 @@ int ledger_account_ensure(Db *db, const char *account_id, const char *user_id)
         return rc == SQLITE_DONE ? 0 : db_errno(rc);
 }
 
-static int account_balance(Db *db, const char *account_id, int64_t *ret)
+/* The account row's caches: posted balance and held total (0 without one:
+ * nothing was ever posted or held). */
+static int account_read(Db *db, const char *account_id, int64_t *ret_posted, int64_t *ret_held)
 {
         _cleanup_(db_stmt_resetp) sqlite3_stmt *s =
-            db_stmt(db, "SELECT balance_micros FROM ledger_accounts WHERE id = ?");
+            db_stmt(db, "SELECT balance_micros, held_micros FROM ledger_accounts WHERE id = ?");
         if (!s)
                 return -EIO;
         sqlite3_bind_text(s, 1, account_id, -1, SQLITE_TRANSIENT);
         int rc = sqlite3_step(s);
-        if (rc == SQLITE_ROW)
-                *ret = sqlite3_column_int64(s, 0);
-        else if (rc == SQLITE_DONE)
-                *ret = 0; /* no account yet: nothing was ever posted */
-        else
+        *ret_posted = *ret_held = 0;
+        if (rc == SQLITE_ROW) {
+                *ret_posted = sqlite3_column_int64(s, 0);
+                *ret_held = sqlite3_column_int64(s, 1);
+        } else if (rc != SQLITE_DONE)
                 return db_errno(rc);
+        return 0;
+}
+
+int ledger_funds(Db *db, const char *user_id, LedgerFunds *ret)
+{
+        char acct[LEDGER_ACCOUNT_ID_MAX];
+        ledger_user_account(user_id, acct);
+        int64_t posted, held, unposted, on_holds;
+        int r = account_read(db, acct, &posted, &held);
+        if (r < 0)
+                return r;
+        /* Usage metered since the owner's last posting lowers the balance;
+         * usage metered within a pending hold's uncaptured part is no longer
+         * reserved by that hold (it is usage now). */
+        r = metering_unposted(db, user_id, &unposted, &on_holds);
+        if (r < 0)
+                return r;
+        ret->posted = posted;
+        ret->balance = posted - unposted;
+        ret->held = held - on_holds;
+        ret->available = ret->balance - ret->held;
         return 0;
 }
 
 int ledger_balance_micros(Db *db, const char *user_id, int64_t *ret)
 {
-        char acct[LEDGER_ACCOUNT_ID_MAX];
-        ledger_user_account(user_id, acct);
-        return account_balance(db, acct, ret);
+        LedgerFunds f;
+        int r = ledger_funds(db, user_id, &f);
+        if (r < 0)
+                return r;
+        *ret = f.balance;
+        return 0;
 }
 
 int ledger_open_holds_micros(Db *db, const char *user_id, int64_t *ret)
 {
-        /* Usage counts against the hold as it accrues: what metering has
-         * charged the allocation (allocation_usage) or what was captured. */
-        _cleanup_(db_stmt_resetp) sqlite3_stmt *s =
-            db_stmt(db, "SELECT COALESCE(SUM(MAX(h.amount_micros - MAX(h.captured_micros, "
-                        "COALESCE(u.charged_micros, 0)), 0)), 0) FROM ledger_holds h "
-                        "LEFT JOIN allocation_usage u ON u.allocation_id = h.allocation_id "
-                        "WHERE h.user_id = ? AND h.state = 'pending'");
-        if (!s)
-                return -EIO;
-        sqlite3_bind_text(s, 1, user_id, -1, SQLITE_TRANSIENT);
-        int rc = sqlite3_step(s);
-        if (rc != SQLITE_ROW)
-                return db_errno(rc);
-        *ret = sqlite3_column_int64(s, 0);
+        LedgerFunds f;
+        int r = ledger_funds(db, user_id, &f);
+        if (r < 0)
+                return r;
+        *ret = f.held;
         return 0;
 }
 
 int ledger_available_micros(Db *db, const char *user_id, int64_t *ret)
 {
-        int64_t balance, held;
-        int r = ledger_balance_micros(db, user_id, &balance);
+        LedgerFunds f;
+        int r = ledger_funds(db, user_id, &f);
         if (r < 0)
                 return r;
-        r = ledger_open_holds_micros(db, user_id, &held);
-        if (r < 0)
-                return r;
-        *ret = balance - held;
+        *ret = f.available;
         return 0;
 }
 
@@ -120,7 +141,9 @@ int ledger_hold_place(Db *db, const char *user_id, const char *allocation_id, in
 
 static int hold_finish(Db *db, const char *allocation_id, bool void_always)
 {
-        /* The usage metering charged becomes what the hold captured. */
+        /* The usage metering charged becomes what the hold captured (posted
+         * or not: the meter's rest is posted when it closes). The held total
+         * follows by trigger. */
         _cleanup_(db_stmt_resetp) sqlite3_stmt *s =
             db_stmt(db, "UPDATE ledger_holds SET captured_micros = MAX(captured_micros, u), "
                         "state = CASE WHEN ?1 = 0 AND MAX(captured_micros, u) > 0 THEN 'posted' "
@@ -325,11 +348,17 @@ int ledger_audit(Db *db, int64_t *ret_sum, int64_t *ret_bad_accounts, int64_t *r
                         return r;
         }
         if (ret_bad_accounts) {
-                r = query_int64(db,
-                                "SELECT COUNT(*) FROM ledger_accounts a WHERE a.balance_micros != "
-                                "(SELECT COALESCE(SUM(e.amount_micros), 0) FROM ledger_entries e "
-                                "WHERE e.account_id = a.id)",
-                                ret_bad_accounts);
+                r = query_int64(
+                    db,
+                    "SELECT (SELECT COUNT(*) FROM ledger_accounts a WHERE a.balance_micros != "
+                    "(SELECT COALESCE(SUM(e.amount_micros), 0) FROM ledger_entries e "
+                    "WHERE e.account_id = a.id) OR a.held_micros != (SELECT "
+                    "COALESCE(SUM(MAX(h.amount_micros - h.captured_micros, 0)), 0) FROM "
+                    "ledger_holds h WHERE h.user_id = a.user_id AND h.state = 'pending')) "
+                    "+ (SELECT COUNT(*) FROM (SELECT DISTINCT user_id FROM ledger_holds h WHERE "
+                    "h.state = 'pending' AND h.amount_micros > h.captured_micros AND NOT EXISTS "
+                    "(SELECT 1 FROM ledger_accounts a WHERE a.id = 'user:' || h.user_id)))",
+                    ret_bad_accounts);
                 if (r < 0)
                         return r;
         }

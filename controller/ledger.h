@@ -17,7 +17,9 @@
 
 typedef struct Db Db;
 
-/* Balance of the user's account (sum of its posted entries). */
+/* The user's balance: the sum of their account's entries minus the usage
+ * metered but not yet posted to the ledger (metering_unposted), i.e. exact
+ * as of the last metering tick. */
 int ledger_balance_micros(Db *db, const char *user_id, int64_t *ret);
 
 /* Balance minus open holds: what the user can still commit to. */
@@ -101,10 +103,22 @@ int ledger_hold_capture(Db *db, const char *allocation_id, int64_t amount_micros
  * against it, "voided" when none was. 0 also when there is no open hold. */
 int ledger_hold_close(Db *db, const char *allocation_id);
 
-/* Sum of the uncaptured part of the user's pending holds. */
+/* What the user's pending holds still reserve: each hold's amount less the
+ * usage already charged against it (metered, or captured). */
 int ledger_open_holds_micros(Db *db, const char *user_id, int64_t *ret);
 
+/* All three at once (balance - held = available), from one account row and
+ * the owner's open meters; what GET /billing/balance shows. */
+typedef struct LedgerFunds {
+        int64_t posted;    /* the account's entries (ledger_accounts.balance_micros) */
+        int64_t balance;   /* posted - usage metered, not yet posted */
+        int64_t held;      /* open holds */
+        int64_t available; /* balance - held */
+} LedgerFunds;
+int ledger_funds(Db *db, const char *user_id, LedgerFunds *ret);
+
 /* Sum of every entry (0 in a sound ledger), and the number of accounts whose
- * cached balance differs from the sum of their entries (0 in a sound ledger),
- * and the number of transactions whose entries do not sum to zero. */
+ * cached balance differs from the sum of their entries or whose cached held
+ * total differs from their pending holds (0 in a sound ledger), and the
+ * number of transactions whose entries do not sum to zero. */
 int ledger_audit(Db *db, int64_t *ret_sum, int64_t *ret_bad_accounts, int64_t *ret_bad_txns);

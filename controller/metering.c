@@ -102,19 +102,29 @@ typedef struct Meter {
         int64_t hourly;
         usec_t started, ended;
         usec_t charged_to; /* where the last tick left it */
+        int64_t posted;    /* of its charges, what is posted to the ledger */
         bool has_end, stopped, active, synced;
         bool running; /* active, billing neither ended nor stopped */
         /* This tick: */
         usec_t to;      /* charged up to after it */
+        int64_t due;    /* due(to): all it is charged after this tick */
         int64_t charge; /* due(to) - due(charged_to) */
         bool close;
+        bool post; /* its owner's usage is posted this tick */
+        /* Its owner's, as the tick found them (read with the meter): */
+        int64_t account; /* the posted balance */
+        bool alerted;    /* a billing_alerts row */
+        int level;
+        usec_t exhausted_at;
 } Meter;
 
 /* One owner's running allocations seen in this tick. */
 typedef struct Owner {
         char user_id[ID_MAX];
         int64_t burn;
-        size_t first, n; /* range in the running[] list */
+        int64_t balance;  /* after this tick: posted before it less all charged since */
+        const Meter *any; /* one of its meters: the account and alert state */
+        size_t first, n;  /* range in the running[] list */
 } Owner;
 
 static int64_t due_at(const Meter *m, usec_t t)
@@ -130,30 +140,91 @@ static void plan_meter(Meter *m, usec_t now)
         if (limit > now)
                 limit = now;
         m->to = MAX(limit, m->charged_to);
-        m->charge = due_at(m, m->to) - due_at(m, m->charged_to);
+        m->due = due_at(m, m->to);
+        m->charge = m->due - due_at(m, m->charged_to);
         /* An ended meter closes once its end is reached: billing_ended_at may
          * lie ahead of now (a release stamped in the future, clock steps). */
         m->close = !m->running && (!m->has_end || m->ended <= now);
 }
 
+/* Where in the posting interval the owner's turn falls: the first four
+ * characters of the id's random part read as a number in the ids' own
+ * (ASCII) order, scaled to the interval. Random ids spread the turns evenly,
+ * and the owners posted by one tick are neighbours in every index keyed by
+ * owner (accounts, open meters, entries by account): a tick dirties a few
+ * pages in each, not a page per owner. */
+static usec_t owner_phase(const char *user_id, usec_t interval)
+{
+        static const char digits[] =
+            "-0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ_abcdefghijklmnopqrstuvwxyz";
+        const char *p = strchr(user_id, '_');
+        p = p ? p + 1 : user_id;
+        uint64_t v = 0;
+        for (size_t i = 0; i < 4; i++) {
+                /* Rank among the 64 id characters: 0..64 for any byte. */
+                uint64_t rank = 0;
+                if (*p) {
+                        while (rank < 64 && digits[rank] < *p)
+                                rank++;
+                        p++;
+                }
+                v = v * 65 + rank;
+        }
+        return (usec_t)((unsigned __int128)v * interval / (65ULL * 65 * 65 * 65));
+}
+
+/* Whether the owner's turn to post came between the last tick and this one:
+ * a point phase + k * interval in (watermark, now]. Stateless, so a tick
+ * after a long pause posts every owner once. */
+static bool owner_turn(const MeteringPolicy *p, const char *user_id, usec_t watermark, usec_t now)
+{
+        if (p->post_interval == 0)
+                return true;
+        usec_t shift = p->post_interval - owner_phase(user_id, p->post_interval);
+        return (now + shift) / p->post_interval != (watermark + shift) / p->post_interval;
+}
+
+/* Decides, per owner, whether this tick posts their usage: every owner when
+ * asked to, an owner one of whose meters closes (its end is posted with it),
+ * an owner whose turn came. meters are sorted by owner. */
+static void plan_posting(const MeteringPolicy *p, Meter *meters, size_t n, usec_t watermark,
+                         usec_t now)
+{
+        for (size_t i = 0; i < n;) {
+                size_t j = i;
+                bool post = p->post_all;
+                while (j < n && streq(meters[j].user_id, meters[i].user_id)) {
+                        post = post || meters[j].close;
+                        j++;
+                }
+                post = post || owner_turn(p, meters[i].user_id, watermark, now);
+                for (; i < j; i++)
+                        meters[i].post = post;
+        }
+}
+
 /* The writes a meter needs beyond the ledger: none while it follows the
- * watermark; one when it first does (synced), one when it closes. */
+ * watermark and nothing of it is posted; one when it first does (synced),
+ * when its usage is posted (posted_micros), when it closes (and its hold
+ * closes). */
 static int update_meter(Db *db, const Meter *m, MeteringTick *t)
 {
         if (m->charge > 0) {
                 t->charges++;
                 t->charged_micros += m->charge;
         }
-        if (m->synced && !m->close)
+        int64_t posted = m->post ? m->due : m->posted;
+        if (m->synced && !m->close && posted == m->posted)
                 return 0;
         _cleanup_(db_stmt_resetp) sqlite3_stmt *s =
-            db_stmt(db, "UPDATE allocation_meters SET synced = 1, closed = ?2, charged_to = ?3 "
-                        "WHERE allocation_id = ?1");
+            db_stmt(db, "UPDATE allocation_meters SET synced = 1, closed = ?2, charged_to = ?3, "
+                        "posted_micros = ?4 WHERE allocation_id = ?1");
         if (!s)
                 return -EIO;
         sqlite3_bind_text(s, 1, m->allocation_id, -1, SQLITE_STATIC);
         sqlite3_bind_int(s, 2, m->close ? 1 : 0);
         sqlite3_bind_int64(s, 3, (sqlite3_int64)m->to);
+        sqlite3_bind_int64(s, 4, posted);
         int rc = sqlite3_step(s);
         if (rc != SQLITE_DONE)
                 return db_errno(rc);
@@ -166,12 +237,11 @@ static int update_meter(Db *db, const Meter *m, MeteringTick *t)
         return 0;
 }
 
-/* One balanced ledger transaction for the whole tick: each owner's account
- * is debited the sum of their charges, platform:revenue credited the total.
- * meters are sorted by owner. */
-static int post_usage(Db *db, const Meter *meters, size_t n, usec_t now, char *ret_txn_id)
+/* One balanced ledger transaction for the tick: each owner posted this tick
+ * is debited what was charged to their meters since their last posting,
+ * platform:revenue credited the total. meters are sorted by owner. */
+static int post_usage(Db *db, const Meter *meters, size_t n, usec_t now, MeteringTick *t)
 {
-        ret_txn_id[0] = '\0';
         _cleanup_free_ LedgerLeg *legs = calloc(n + 1, sizeof(LedgerLeg));
         _cleanup_free_ char(*accts)[LEDGER_ACCOUNT_ID_MAX] = calloc(n + 1, LEDGER_ACCOUNT_ID_MAX);
         if (!legs || !accts)
@@ -179,18 +249,21 @@ static int post_usage(Db *db, const Meter *meters, size_t n, usec_t now, char *r
         size_t n_legs = 0;
         int64_t total = 0;
         for (size_t i = 0; i < n; i++) {
-                if (meters[i].charge <= 0)
+                int64_t amount = meters[i].due - meters[i].posted;
+                if (!meters[i].post || amount <= 0)
                         continue;
                 if (n_legs == 0 || !streq(accts[n_legs - 1] + STRLEN("user:"), meters[i].user_id)) {
                         ledger_user_account(meters[i].user_id, accts[n_legs]);
                         legs[n_legs] = (LedgerLeg){accts[n_legs], 0};
                         n_legs++;
                 }
-                legs[n_legs - 1].amount_micros -= meters[i].charge;
-                total += meters[i].charge;
+                legs[n_legs - 1].amount_micros -= amount;
+                total += amount;
         }
         if (n_legs == 0)
                 return 0;
+        t->posted = n_legs;
+        t->posted_micros = total;
         legs[n_legs++] = (LedgerLeg){LEDGER_REVENUE, total};
         char key[64];
         snprintf(key, sizeof(key), "usage:%" PRIu64, now);
@@ -199,7 +272,7 @@ static int post_usage(Db *db, const Meter *meters, size_t n, usec_t now, char *r
             .idempotency_key = key,
             .ref_type = "metering",
         };
-        return ledger_post(db, &p, legs, n_legs, ret_txn_id);
+        return ledger_post(db, &p, legs, n_legs, NULL);
 }
 
 static int set_watermark(Db *db, usec_t w)
@@ -241,31 +314,14 @@ static int alert_level(const MeteringPolicy *p, int64_t balance, int64_t burn)
 static int evaluate_owner(Db *db, const MeteringPolicy *p, const Owner *o, Meter *const *running,
                           usec_t now, MeteringTick *t)
 {
-        int64_t balance;
-        int r = ledger_balance_micros(db, o->user_id, &balance);
-        if (r < 0)
-                return r;
+        int64_t balance = o->balance;
+        int old_level = o->any->level;
+        bool have_row = o->any->alerted;
+        usec_t exhausted_at = o->any->exhausted_at;
         int level = alert_level(p, balance, o->burn);
 
-        int old_level = 0;
-        bool have_row = false;
-        usec_t exhausted_at = 0;
-        {
-                _cleanup_(db_stmt_resetp) sqlite3_stmt *s =
-                    db_stmt(db, "SELECT level, exhausted_at FROM billing_alerts WHERE user_id = ?");
-                if (!s)
-                        return -EIO;
-                sqlite3_bind_text(s, 1, o->user_id, -1, SQLITE_STATIC);
-                int rc = sqlite3_step(s);
-                if (rc == SQLITE_ROW) {
-                        have_row = true;
-                        old_level = sqlite3_column_int(s, 0);
-                        exhausted_at = (usec_t)sqlite3_column_int64(s, 1);
-                } else if (rc != SQLITE_DONE)
-                        return db_errno(rc);
-        }
-
         usec_t new_exhausted = balance <= 0 ? (exhausted_at ? exhausted_at : now) : 0;
+        int r;
         if (level > old_level) {
                 bool used_up = level > (int)p->n_thresholds;
                 json_t *data = json_pack(
@@ -343,11 +399,16 @@ int metering_run(Db *db, const MeteringPolicy *p, usec_t now, MeteringTick *ret)
                 return 0;
 
         {
-                /* Open meters, by owner. */
+                /* Open meters, by owner, with what the owners' evaluation
+                 * needs (their posted balance, their alert state): looked
+                 * up here in one statement, not per owner. */
                 _cleanup_(db_stmt_resetp) sqlite3_stmt *s = db_stmt(
-                    db, "SELECT allocation_id, user_id, hourly_cost_micros, started_at, ended_at, "
-                        "stopped, active, synced, charged_to FROM allocation_meters "
-                        "WHERE closed = 0 ORDER BY user_id");
+                    db, "SELECT m.allocation_id, m.user_id, m.hourly_cost_micros, m.started_at, "
+                        "m.ended_at, m.stopped, m.active, m.synced, m.charged_to, "
+                        "m.posted_micros, COALESCE(a.balance_micros, 0), b.level, "
+                        "b.exhausted_at FROM allocation_meters m LEFT JOIN ledger_accounts a "
+                        "ON a.id = 'user:' || m.user_id LEFT JOIN billing_alerts b ON "
+                        "b.user_id = m.user_id WHERE m.closed = 0 ORDER BY m.user_id");
                 if (!s)
                         return -EIO;
                 int rc;
@@ -379,6 +440,11 @@ int metering_run(Db *db, const MeteringPolicy *p, usec_t now, MeteringTick *ret)
                                 pos = MAX(m->started,
                                           m->has_end ? MIN(m->ended, watermark) : watermark);
                         m->charged_to = MAX(pos, m->started);
+                        m->posted = sqlite3_column_int64(s, 9);
+                        m->account = sqlite3_column_int64(s, 10);
+                        m->alerted = sqlite3_column_type(s, 11) != SQLITE_NULL;
+                        m->level = sqlite3_column_int(s, 11);
+                        m->exhausted_at = (usec_t)sqlite3_column_int64(s, 12);
                         m->running = m->active && !m->has_end && !m->stopped;
                         /* Left "active" without an end time: closed where it
                          * stands, never charged a guess. */
@@ -394,11 +460,11 @@ int metering_run(Db *db, const MeteringPolicy *p, usec_t now, MeteringTick *ret)
                         return db_errno(rc);
         }
         ret->meters = n;
+        plan_posting(p, meters, n, watermark, now);
         usec_t t1 = now_mono_usec();
         ret->read_usec = t1 - t0;
 
-        char txn_id[ID_MAX];
-        r = post_usage(db, meters, n, now, txn_id);
+        r = post_usage(db, meters, n, now, ret);
         if (r < 0)
                 return log_error_errno(r, "cannot post usage");
         usec_t t2 = now_mono_usec();
@@ -422,10 +488,18 @@ int metering_run(Db *db, const MeteringPolicy *p, usec_t now, MeteringTick *ret)
         ret->record_usec = t3 - t2;
 
         /* Owners with something running (already in owner order): runway,
-         * alerts, exhaustion. */
-        for (size_t i = 0; i < n_running;) {
+         * alerts, exhaustion. Their balance counts every open meter of
+         * theirs, running or not; what this tick posted moved from the
+         * meters to the account, so it is the same either way. */
+        for (size_t i = 0, k = 0; i < n_running;) {
                 Owner o = {.first = i};
                 snprintf(o.user_id, sizeof(o.user_id), "%s", running[i]->user_id);
+                while (k < n && strcmp(meters[k].user_id, o.user_id) < 0)
+                        k++;
+                o.any = &meters[k];
+                o.balance = meters[k].account;
+                for (; k < n && streq(meters[k].user_id, o.user_id); k++)
+                        o.balance -= meters[k].due - meters[k].posted;
                 while (i < n_running && streq(running[i]->user_id, o.user_id)) {
                         o.burn += running[i]->hourly;
                         o.n++;
@@ -442,9 +516,37 @@ int metering_run(Db *db, const MeteringPolicy *p, usec_t now, MeteringTick *ret)
         return r;
 }
 
+int metering_unposted(Db *db, const char *user_id, int64_t *ret_unposted, int64_t *ret_on_holds)
+{
+        /* Per open meter: its charge at the watermark (the allocation_usage
+         * formula), less what of it is posted; and the part of the charge
+         * beyond its pending hold's captured amount, up to the hold's
+         * uncaptured rest. */
+        _cleanup_(db_stmt_resetp) sqlite3_stmt *s = db_stmt(
+            db, "SELECT COALESCE(SUM(c - posted_micros), 0), COALESCE(SUM(CASE WHEN "
+                "h.amount_micros IS NULL THEN 0 ELSE MIN(MAX(c - h.captured_micros, 0), "
+                "MAX(h.amount_micros - h.captured_micros, 0)) END), 0) FROM (SELECT "
+                "allocation_id, posted_micros, hourly_cost_micros / 3600 * k + "
+                "hourly_cost_micros % 3600 * k / 3600 AS c FROM (SELECT m.allocation_id, "
+                "m.hourly_cost_micros, m.posted_micros, (CASE WHEN m.synced = 0 THEN "
+                "m.charged_to ELSE MAX(m.started_at, MIN(COALESCE(m.ended_at, s.watermark), "
+                "s.watermark)) END - m.started_at) / 1000000 AS k FROM allocation_meters m, "
+                "metering_state s WHERE m.user_id = ?1 AND m.closed = 0)) x LEFT JOIN "
+                "ledger_holds h ON h.allocation_id = x.allocation_id AND h.state = 'pending'");
+        if (!s)
+                return -EIO;
+        sqlite3_bind_text(s, 1, user_id, -1, SQLITE_TRANSIENT);
+        int rc = sqlite3_step(s);
+        if (rc != SQLITE_ROW)
+                return db_errno(rc);
+        *ret_unposted = sqlite3_column_int64(s, 0);
+        *ret_on_holds = sqlite3_column_int64(s, 1);
+        return 0;
+}
+
 /* Usage per allocation and bucket, from the meters: a charged second counts
  * in the bucket its end falls in; what a bucket holds is the difference of
- * the cumulative charge at its edges, exactly what the ticks posted. */
+ * the cumulative charge at its edges, exactly what the ticks charged. */
 int metering_usage(Db *db, const char *user_id, usec_t from, usec_t to, usec_t bucket,
                    MeteringUsageFn fn, void *userdata)
 {
@@ -521,13 +623,16 @@ int metering_tick_now(Metering *m)
         MeteringTick t;
         usec_t t0 = now_mono_usec();
         int r = metering_run(m->server->db, &m->policy, now_usec(), &t);
-        if (r < 0)
+        if (r < 0) {
+                metering_tick_done(&t);
                 return log_error_errno(r, "metering tick failed");
+        }
         if (t.charges || t.closed || t.events || t.n_release)
                 log_info("metering tick | meters=%zu charges=%zu closed=%zu micros=%" PRId64
+                         " posted_owners=%zu posted_micros=%" PRId64
                          " events=%zu release=%zu ms=%" PRIu64,
-                         t.meters, t.charges, t.closed, t.charged_micros, t.events, t.n_release,
-                         (uint64_t)((now_mono_usec() - t0) / USEC_PER_MSEC));
+                         t.meters, t.charges, t.closed, t.charged_micros, t.posted, t.posted_micros,
+                         t.events, t.n_release, (uint64_t)((now_mono_usec() - t0) / USEC_PER_MSEC));
         release_exhausted(m, &t);
         metering_tick_done(&t);
         return 0;
@@ -557,6 +662,8 @@ int metering_start(Server *s, Metering **ret)
                                        "hours, comma-separated (24,1) | value=%s",
                                        strempty(th));
         }
+        m->policy.post_interval =
+            (usec_t)config_get_int(s->config, "billing_post_interval_s") * USEC_PER_SEC;
         uint64_t interval = (uint64_t)config_get_int(s->config, "metering_interval_s") * 1000;
         uv_timer_init(s->loop, &m->timer);
         m->timer.data = m;
@@ -576,5 +683,19 @@ void metering_stop(Metering *m)
                 return;
         m->closing = true;
         uv_timer_stop(&m->timer);
+        /* A last tick posts every owner's usage, so that the ledger of a
+         * stopped controller holds every charge. Releases wait for the next
+         * start (the exhaustion is recorded). */
+        MeteringPolicy last = m->policy;
+        last.post_all = true;
+        MeteringTick t;
+        int r = metering_run(m->server->db, &last, now_usec(), &t);
+        if (r < 0)
+                log_warning_errno(r, "the last metering tick failed; usage is posted at the next "
+                                     "start");
+        else
+                log_info("metering stopped | posted_owners=%zu posted_micros=%" PRId64, t.posted,
+                         t.posted_micros);
+        metering_tick_done(&t);
         uv_close((uv_handle_t *)&m->timer, on_closed);
 }

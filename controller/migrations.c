@@ -509,6 +509,56 @@ const Migration db_migrations[] = {
                "  WHERE state = 'held';"
                "CREATE INDEX tasks_command ON tasks(command_id);",
     },
+    {
+        .version = 8,
+        .name = "usage_posting_held_totals",
+        /* Owned by metering.c and ledger.c. Metered usage is posted to the
+         * ledger per owner now and then (at an end, on a staggered schedule),
+         * not every tick: a meter remembers how much of it is posted, and a
+         * balance read subtracts the rest (metering_unposted). An account
+         * caches what its pending holds reserve before metered usage counts
+         * against them (held_micros: the uncaptured part, kept by triggers
+         * like balance_micros), so a launch reads one row instead of summing
+         * the holds. Up to this migration every tick posted all it charged. */
+        .sql = "ALTER TABLE allocation_meters ADD COLUMN posted_micros INTEGER NOT NULL "
+               "  DEFAULT 0;"
+               "UPDATE allocation_meters SET posted_micros = (SELECT u.charged_micros FROM "
+               "  allocation_usage u WHERE u.allocation_id = allocation_meters.allocation_id);"
+               "DROP INDEX allocation_meters_open;"
+               "CREATE INDEX allocation_meters_open ON allocation_meters(user_id, allocation_id, "
+               "  hourly_cost_micros, started_at, ended_at, stopped, active, synced, charged_to, "
+               "  posted_micros, closed) "
+               "  WHERE closed = 0;"
+               "ALTER TABLE ledger_accounts ADD COLUMN held_micros INTEGER NOT NULL DEFAULT 0;"
+               "INSERT INTO ledger_accounts (id, user_id, held_micros, created_at) "
+               "  SELECT 'user:' || user_id, user_id, SUM(MAX(amount_micros - captured_micros, 0)), "
+               "  MIN(created_at) FROM ledger_holds WHERE state = 'pending' GROUP BY user_id "
+               "  ON CONFLICT (id) DO UPDATE SET held_micros = excluded.held_micros;"
+               /* What a hold reserves: its uncaptured part while pending. */
+               "CREATE TRIGGER ledger_holds_held_i AFTER INSERT ON ledger_holds "
+               "  WHEN NEW.state = 'pending' AND NEW.amount_micros > NEW.captured_micros BEGIN"
+               "  INSERT INTO ledger_accounts (id, user_id, held_micros, created_at) VALUES "
+               "  ('user:' || NEW.user_id, NEW.user_id, NEW.amount_micros - NEW.captured_micros, "
+               "  NEW.created_at) ON CONFLICT (id) DO UPDATE SET held_micros = held_micros + "
+               "  excluded.held_micros;"
+               "END;"
+               "CREATE TRIGGER ledger_holds_held_u AFTER UPDATE OF amount_micros, "
+               "  captured_micros, state ON ledger_holds WHEN "
+               "  (CASE WHEN NEW.state = 'pending' THEN MAX(NEW.amount_micros - "
+               "  NEW.captured_micros, 0) ELSE 0 END) != (CASE WHEN OLD.state = 'pending' THEN "
+               "  MAX(OLD.amount_micros - OLD.captured_micros, 0) ELSE 0 END) BEGIN"
+               "  INSERT INTO ledger_accounts (id, user_id, held_micros, created_at) VALUES "
+               "  ('user:' || NEW.user_id, NEW.user_id, (CASE WHEN NEW.state = 'pending' THEN "
+               "  MAX(NEW.amount_micros - NEW.captured_micros, 0) ELSE 0 END) - (CASE WHEN "
+               "  OLD.state = 'pending' THEN MAX(OLD.amount_micros - OLD.captured_micros, 0) "
+               "  ELSE 0 END), NEW.updated_at) ON CONFLICT (id) DO UPDATE SET held_micros = "
+               "  held_micros + excluded.held_micros;"
+               "END;"
+               "CREATE TRIGGER ledger_holds_owner_fixed BEFORE UPDATE OF user_id ON ledger_holds "
+               "  WHEN NEW.user_id IS NOT OLD.user_id BEGIN"
+               "  SELECT RAISE(ABORT, 'a hold belongs to one user');"
+               "END;",
+    },
 };
 
 const size_t db_n_migrations = sizeof(db_migrations) / sizeof(db_migrations[0]);

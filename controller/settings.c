@@ -119,6 +119,10 @@ const ConfigKey controller_settings[] = {
      "account credit"},
     {"metering_interval_s", CONFIG_INT, "60", 1, 3600,
      "how often running allocations are charged (each is charged per second)"},
+    {"billing_post_interval_s", CONFIG_INT, "3600", 0, 86400,
+     "how often each owner's charged usage is posted to the ledger (staggered by owner; "
+     "also when an allocation's billing ends and when the controller stops; balances "
+     "count unposted usage exactly); 0: every metering tick"},
     {"billing_grace_period_s", CONFIG_INT, "900", 0, 7 * 86400,
      "how long allocations keep running once their owner's balance is used up, before "
      "they are released with reason insufficient_balance"},

@@ -251,3 +251,34 @@ Test(ledger, a_refund_round_trip_returns_to_zero)
                             "'platform:stripe_clearing'"),
                      0);
 }
+
+/* What the holds reserve is cached on the account, in the transaction that
+ * changes a hold: a launch reads one row, not every hold. */
+Test(ledger, the_account_caches_what_its_holds_reserve)
+{
+        grant(alice, 100000);
+        const char *held = "SELECT held_micros FROM ledger_accounts WHERE id = 'user:' || "
+                           "(SELECT user_id FROM ledger_holds LIMIT 1)";
+        cr_assert_eq(ledger_hold_place(db, alice, "alc_1", 3000), 0);
+        cr_assert_eq(ledger_hold_place(db, alice, "alc_2", 5000), 0);
+        cr_assert_eq(scalar(held), 8000);
+        cr_assert_eq(ledger_hold_place(db, alice, "alc_2", 4000), 0); /* replaced */
+        cr_assert_eq(scalar(held), 7000);
+        cr_assert_eq(ledger_charge_usage(db, alice, "alc_1", 1000, NULL, NULL), 0);
+        cr_assert_eq(scalar(held), 6000, "captured usage reserves nothing more");
+        cr_assert_eq(ledger_charge_usage(db, alice, "alc_1", 5000, NULL, NULL), 0);
+        cr_assert_eq(scalar(held), 4000, "a hold never reserves less than nothing");
+        cr_assert_eq(ledger_hold_void(db, "alc_2"), 0);
+        cr_assert_eq(scalar(held), 0);
+        cr_assert_eq(available(alice), balance(alice));
+        /* A hold for a user who has no account yet makes one. */
+        cr_assert_eq(ledger_hold_place(db, bob, "alc_3", 2500), 0);
+        cr_assert_eq(available(bob), -2500);
+        cr_assert_eq(balance(bob), 0);
+        /* A hold stays its user's. */
+        cr_assert_neq(sqlite3_exec(db_handle(db),
+                                   "UPDATE ledger_holds SET user_id = 'usr_x' WHERE allocation_id "
+                                   "= 'alc_3'",
+                                   NULL, NULL, NULL),
+                      SQLITE_OK);
+}

@@ -389,3 +389,243 @@ Test(metering, thresholds_parse_strictly)
         cr_assert_eq(metering_parse_thresholds("x", &p), -EINVAL);
         cr_assert_eq(metering_parse_thresholds("9,8,7,6,5,4,3,2,1", &p), -EINVAL);
 }
+
+/* ---- usage posted per owner now and then, read exactly in between ---- */
+
+static int64_t posted(const char *user)
+{
+        LedgerFunds f;
+        cr_assert_eq(ledger_funds(db, user, &f), 0);
+        return f.posted;
+}
+
+static long long postings_of(const char *user)
+{
+        char *sql = xasprintf("SELECT COUNT(*) FROM ledger_entries e JOIN ledger_transactions t ON "
+                              "t.id = e.txn_id WHERE t.kind = 'usage' AND e.account_id = 'user:%s'",
+                              user);
+        long long n = scalar(sql);
+        free(sql);
+        return n;
+}
+
+Test(metering, usage_is_posted_on_the_owners_turn_and_read_exactly_in_between)
+{
+        policy.post_interval = 3600 * SEC;
+        grant(1000000000);
+        allocation("alc_a", "active", RATE, T0, 0, 0);
+        /* A tick a minute for two hours: every read is exact, and the owner's
+         * usage reaches the ledger once an hour. (The first tick of a
+         * database, from watermark 0, is everyone's turn.) */
+        tick_quiet(T0);
+        for (usec_t s = 60; s <= 7200; s += 60) {
+                tick_quiet(T0 + s * SEC);
+                cr_assert_eq(balance(), 1000000000 - (int64_t)s * 1000, "at %llu s",
+                             (unsigned long long)s);
+                int64_t avail;
+                cr_assert_eq(ledger_available_micros(db, alice, &avail), 0);
+                cr_assert_eq(avail, balance(), "no hold");
+                /* What is posted is in the ledger, the rest is not lost. */
+                cr_assert_eq(1000000000 - posted(alice),
+                             scalar("SELECT COALESCE((SELECT balance_micros FROM ledger_accounts "
+                                    "WHERE id = 'platform:revenue'), 0)"));
+                cr_assert_leq(posted(alice) - balance(), 3600 * 1000);
+                if (s == 3600)
+                        cr_assert_eq(postings_of(alice), 1, "one posting in the first hour");
+        }
+        cr_assert_eq(postings_of(alice), 2, "one posting an hour");
+        cr_assert_eq(scalar("SELECT COUNT(*) FROM ledger_transactions WHERE kind = 'usage'"), 2);
+}
+
+Test(metering, owners_take_their_turns_spread_over_the_interval)
+{
+        enum { OWNERS = 60 };
+        policy.post_interval = 3600 * SEC;
+        char users[OWNERS][ID_MAX];
+        for (int i = 0; i < OWNERS; i++) {
+                User u;
+                char *email = xasprintf("owner%d@example.com", i);
+                cr_assert_eq(users_insert(db, email, "Owner", NULL, ROLE_USER, &u), 0);
+                free(email);
+                snprintf(users[i], ID_MAX, "%s", u.id);
+                user_done(&u);
+                LedgerPosting p = {.kind = LEDGER_KIND_GRANT, .user_id = users[i]};
+                cr_assert_eq(ledger_credit_user(db, &p, LEDGER_GRANTS, 1000000000, NULL), 0);
+                char *sql = xasprintf(
+                    "INSERT INTO allocations (id, user_id, state, sku_id, gpu_count, image_id, "
+                    "network_id, hourly_cost_micros, billing_started_at, created_at, updated_at) "
+                    "VALUES ('alc_%d', '%s', 'active', 's', 1, 'i', 'n', %lld, %llu, 1, 1)",
+                    i, users[i], (long long)RATE, (unsigned long long)T0);
+                exec(sql);
+                free(sql);
+        }
+        tick_quiet(T0);
+        size_t most = 0;
+        for (usec_t s = 60; s <= 3600; s += 60) {
+                MeteringTick t = tick(T0 + s * SEC);
+                cr_assert_eq(t.charges, OWNERS);
+                most = MAX(most, t.posted);
+                metering_tick_done(&t);
+        }
+        /* Each owner exactly once in the hour, never all at once: turns
+         * follow the ids, which are random. */
+        for (int i = 0; i < OWNERS; i++) {
+                cr_assert_eq(postings_of(users[i]), 1, "owner %d", i);
+                int64_t b;
+                cr_assert_eq(ledger_balance_micros(db, users[i], &b), 0);
+                cr_assert_eq(b, 1000000000 - 3600 * 1000);
+        }
+        cr_assert_lt(most, 12, "a tick posted %zu of %d owners", most, OWNERS);
+}
+
+Test(metering, an_end_posts_all_of_the_owners_usage)
+{
+        policy.post_interval = 3600 * SEC;
+        grant(1000000000);
+        allocation("alc_a", "active", RATE, T0, 0, 0);
+        allocation("alc_b", "active", 2 * RATE, T0, 0, 0);
+        tick_quiet(T0);
+        tick_quiet(T0 + 60 * SEC);
+        exec("UPDATE allocations SET state = 'releasing', billing_ended_at = 1800000090500000 "
+             "WHERE id = 'alc_a'");
+        MeteringTick t = tick(T0 + 120 * SEC);
+        cr_assert_eq(t.closed, 1);
+        cr_assert_eq(t.posted, 1, "the owner is posted with the end");
+        metering_tick_done(&t);
+        /* alc_a to its end (90 whole seconds), alc_b to the tick. */
+        cr_assert_eq(posted(alice), 1000000000 - 90000 - 240000);
+        cr_assert_eq(balance(), posted(alice));
+        cr_assert_eq(scalar("SELECT posted_micros FROM allocation_meters WHERE allocation_id = "
+                            "'alc_a'"),
+                     90000);
+}
+
+Test(metering, the_last_tick_posts_every_owner)
+{
+        policy.post_interval = 3600 * SEC;
+        grant(1000000000);
+        allocation("alc_a", "active", RATE, T0, 0, 0);
+        tick_quiet(T0);
+        tick_quiet(T0 + 60 * SEC);
+        policy.post_all = true;
+        MeteringTick t = tick(T0 + 70 * SEC);
+        metering_tick_done(&t);
+        cr_assert_eq(posted(alice), 1000000000 - 70000);
+        cr_assert_eq(balance(), posted(alice));
+        cr_assert_eq(scalar("SELECT balance_micros FROM ledger_accounts WHERE id = "
+                            "'platform:revenue'"),
+                     70000);
+}
+
+Test(metering, a_hold_counts_metered_usage_before_it_is_posted)
+{
+        policy.post_interval = 3600 * SEC;
+        grant(1000000000);
+        cr_assert_eq(ledger_hold_place(db, alice, "alc_a", RATE), 0);
+        cr_assert_eq(scalar("SELECT held_micros FROM ledger_accounts WHERE user_id IS NOT NULL"),
+                     RATE, "the account caches what its holds reserve");
+        allocation("alc_a", "active", RATE, T0, 0, 0);
+        tick_quiet(T0 + 600 * SEC);
+        LedgerFunds f;
+        cr_assert_eq(ledger_funds(db, alice, &f), 0);
+        /* Ten minutes used out of the one-hour hold: the balance drops, what
+         * is available does not, posted or not. */
+        cr_assert_eq(f.balance, 1000000000 - 600000);
+        cr_assert_eq(f.held, RATE - 600000);
+        cr_assert_eq(f.available, 1000000000 - RATE);
+        int64_t held;
+        cr_assert_eq(ledger_open_holds_micros(db, alice, &held), 0);
+        cr_assert_eq(held, RATE - 600000);
+        /* Past the hold, usage comes out of what is available. */
+        tick_quiet(T0 + 4000 * SEC);
+        cr_assert_eq(ledger_funds(db, alice, &f), 0);
+        cr_assert_eq(f.balance, 1000000000 - 4000000);
+        cr_assert_eq(f.held, 0);
+        cr_assert_eq(f.available, f.balance);
+        /* The end closes the hold and posts everything. */
+        exec("UPDATE allocations SET state = 'releasing', billing_ended_at = 1800004000000000 "
+             "WHERE id = 'alc_a'");
+        tick_quiet(T0 + 4001 * SEC);
+        cr_assert_eq(ledger_funds(db, alice, &f), 0);
+        cr_assert_eq(f.posted, 1000000000 - 4000000);
+        cr_assert_eq(f.balance, f.posted);
+        cr_assert_eq(f.available, f.balance);
+        cr_assert_eq(scalar("SELECT held_micros FROM ledger_accounts WHERE user_id IS NOT NULL"),
+                     0);
+}
+
+Test(metering, runway_and_exhaustion_count_unposted_usage)
+{
+        policy.post_interval = 86400 * SEC;
+        grant(60 * 1000); /* one minute */
+        allocation("alc_a", "active", RATE, T0, 0, 0);
+        MeteringTick t = tick(T0 + 60 * SEC);
+        metering_tick_done(&t);
+        cr_assert(balance() <= 0);
+        cr_assert_eq(scalar("SELECT COUNT(*) FROM events WHERE type = 'billing.low_balance' AND "
+                            "json_extract(data, '$.exhausted')"),
+                     1);
+        t = tick(T0 + 360 * SEC);
+        cr_assert_eq(t.n_release, 1, "released after the grace period");
+        metering_tick_done(&t);
+        cr_assert_eq(balance(), 60 * 1000 - 360 * 1000);
+}
+
+/* A database metered before usage was posted per owner (migration 8): every
+ * tick had posted everything, so what the meters charged is posted, and the
+ * holds keep reserving what they did. */
+Test(metering, a_database_metered_before_migration_8_keeps_its_balances)
+{
+        db_close(db);
+        db = NULL;
+        char *path = xasprintf("%s/old.db", dir);
+        sqlite3 *raw = NULL;
+        cr_assert_eq(sqlite3_open(path, &raw), SQLITE_OK);
+        for (size_t i = 0; i < db_n_migrations && db_migrations[i].version <= 7; i++) {
+                char *err = NULL;
+                cr_assert_eq(sqlite3_exec(raw, db_migrations[i].sql, NULL, NULL, &err), SQLITE_OK,
+                             "migration %d: %s", db_migrations[i].version, err ? err : "");
+                char *v = xasprintf("PRAGMA user_version = %d", db_migrations[i].version);
+                cr_assert_eq(sqlite3_exec(raw, v, NULL, NULL, NULL), SQLITE_OK);
+                free(v);
+        }
+        /* Alice: 1,000 USD, two allocations charged to the watermark
+         * (T0 + 600 s) by the old ticks, one with its one-hour hold. */
+        char *sql = xasprintf(
+            "INSERT INTO users (id, email, name, created_at, updated_at) VALUES ('%s', "
+            "'alice@example.com', 'Alice', 1, 1);"
+            "INSERT INTO ledger_transactions (id, at, kind) VALUES ('ltx_g', 1, 'grant'), "
+            "('ltx_u', 2, 'usage');"
+            "INSERT INTO ledger_entries (txn_id, account_id, amount_micros, at) VALUES "
+            "('ltx_g', 'user:%s', 1000000000, 1), ('ltx_g', 'platform:grants', -1000000000, 1), "
+            "('ltx_u', 'user:%s', -1800000, 2), ('ltx_u', 'platform:revenue', 1800000, 2);"
+            "INSERT INTO ledger_holds (allocation_id, user_id, amount_micros, state, created_at, "
+            "updated_at) VALUES ('alc_a', '%s', %lld, 'pending', 1, 1);"
+            "INSERT INTO allocations (id, user_id, state, sku_id, gpu_count, image_id, "
+            "network_id, hourly_cost_micros, billing_started_at, created_at, updated_at) VALUES "
+            "('alc_a', '%s', 'active', 's', 1, 'i', 'n', %lld, %llu, 1, 1), "
+            "('alc_b', '%s', 'active', 's', 1, 'i', 'n', %lld, %llu, 1, 1);"
+            "UPDATE metering_state SET watermark = %llu;"
+            "UPDATE allocation_meters SET synced = 1;",
+            alice, alice, alice, alice, (long long)RATE, alice, (long long)RATE,
+            (unsigned long long)T0, alice, (long long)(2 * RATE), (unsigned long long)T0,
+            (unsigned long long)(T0 + 600 * SEC));
+        char *err = NULL;
+        cr_assert_eq(sqlite3_exec(raw, sql, NULL, NULL, &err), SQLITE_OK, "%s", err ? err : "");
+        free(sql);
+        sqlite3_close(raw);
+
+        cr_assert_eq(db_open(path, &db), 0);
+        free(path);
+        LedgerFunds f;
+        cr_assert_eq(ledger_funds(db, alice, &f), 0);
+        cr_assert_eq(f.posted, 1000000000 - 1800000);
+        cr_assert_eq(f.balance, f.posted, "everything charged was posted");
+        cr_assert_eq(f.held, RATE - 600000, "the hold less the usage it covered");
+        cr_assert_eq(f.available, f.balance - f.held);
+        cr_assert_eq(scalar("SELECT SUM(posted_micros) FROM allocation_meters"), 1800000);
+        /* And it goes on from there. */
+        policy.post_interval = 3600 * SEC;
+        tick_quiet(T0 + 660 * SEC);
+        cr_assert_eq(balance(), 1000000000 - 3 * 660000);
+}
