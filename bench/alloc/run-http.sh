@@ -107,9 +107,8 @@ sku = create("/api/v1/admin/skus", {"name": "h100", "gpu_model": "H100", "gpu_me
       "topology": "node"})
 img = create("/api/v1/admin/images", {"name": "ubuntu"})
 net = create("/api/v1/admin/networks", {"name": "tenant", "vlan": 100})
-# 100 tenants, launches spread over them (one tenant's open holds are summed
-# per launch: a single tenant with thousands of allocations is not the case
-# measured here).
+# 100 tenants, launches spread over them (a launch reads its tenant's account
+# row and open meters, not their holds; nothing runs here, so no meters).
 tokens = []
 for t in range(100):
     st, u = call("POST", "/api/v1/auth/personal/signup", {"email": "tenant-%d@example.com" % t, "password": "bench-password-1", "name": "T"})
@@ -129,8 +128,17 @@ if [ -n "${BENCH_PERF:-}" ]; then # BENCH_PERF=FILE: a perf profile of the contr
         perf_pid=$!
         sleep 1
 fi
+# The controller's CPU time (utime + stime, clock ticks) around the run: on a
+# machine shared with other work, CPU per launch is steadier than launches/s.
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$ctl_pid/stat"; }
+cpu0=$(cpu_ticks)
 wrk -t2 -c"$conns" -d"${duration}s" -s "$root/bench/alloc/launch.lua" "$url" | tee "$tmp/wrk.out"
+cpu1=$(cpu_ticks)
 [ -z "$perf_pid" ] || { kill -INT "$perf_pid"; wait "$perf_pid" || true; }
+accepted=$(sed -n 's/^result accepted=\([0-9]*\).*/\1/p' "$tmp/wrk.out")
+awk -v t="$((cpu1 - cpu0))" -v hz="$(getconf CLK_TCK)" -v n="${accepted:-0}" 'BEGIN {
+        if (n > 0) printf "controller CPU %.2f s for %d accepted launches: %.0f us per launch\n",
+                t / hz, n, t / hz / n * 1e6 }'
 held=$(python3 -c "import sqlite3,sys; print(sqlite3.connect(sys.argv[1]).execute(\"SELECT count(*) FROM allocation_slots WHERE state='held'\").fetchone()[0])" "$state/gpuslice.db")
 echo "slots held after the run: $held"
 grep 'level=error' "$tmp/controller.log" | head -5 || true
