@@ -5,6 +5,7 @@
 #include <nng/protocol/pair1/pair.h>
 #include <nng/supplemental/tls/tls.h>
 #include <pthread.h>
+#include <stdatomic.h>
 
 #include "id.h"
 #include "log.h"
@@ -34,7 +35,9 @@ typedef struct Event {
 
 /* One connection attempt: its own socket, dialer and receive aio. */
 typedef struct Conn {
-        Link *link;
+        pthread_mutex_t mu; /* guards link for the nng callbacks */
+        Link *link;         /* NULL once released: callbacks reach nothing */
+        atomic_int refs;    /* the link's (or the closer's), and a running dial's */
         uint64_t gen;
         nng_socket sock;
         nng_dialer dialer;
@@ -42,7 +45,7 @@ typedef struct Conn {
         uv_work_t dial_work;
         int dial_rv;
         bool dial_running;
-        bool abandoned;  /* closed while the dial ran; after_dial frees it */
+        bool abandoned;  /* released while the dial ran; after_dial drops its ref */
         bool error_sent; /* a link.error went out: linger before closing */
         usec_t close_at; /* lingering: closed then at the latest */
         struct Conn *next_lingering;
@@ -126,30 +129,59 @@ static void push_event(Link *l, EventKind kind, uint64_t gen, nng_msg *msg)
         uv_async_send(&l->wake);
 }
 
+/* Pushes an event of c to its link, unless c was released (then the link
+ * may be gone: the event is dropped). */
+static void conn_push(Conn *c, EventKind kind, nng_msg *msg)
+{
+        pthread_mutex_lock(&c->mu);
+        if (c->link)
+                push_event(c->link, kind, c->gen, msg);
+        else if (msg)
+                nng_msg_free(msg);
+        pthread_mutex_unlock(&c->mu);
+}
+
 static void rx_done(void *arg)
 {
         Conn *c = arg;
         int rv = nng_aio_result(c->rx);
         if (rv != 0)
                 return; /* closed or cancelled: the socket is going away */
-        push_event(c->link, EVENT_MESSAGE, c->gen, nng_aio_get_msg(c->rx));
+        conn_push(c, EVENT_MESSAGE, nng_aio_get_msg(c->rx));
         nng_recv_aio(c->sock, c->rx);
 }
 
 static void pipe_removed(nng_pipe p, nng_pipe_ev ev, void *arg)
 {
         Conn *c = arg;
-        push_event(c->link, EVENT_PIPE_GONE, c->gen, NULL);
+        conn_push(c, EVENT_PIPE_GONE, NULL);
 }
 
 /* ---- connections ---- */
 
-/* Silences a connection: once this returns, no nng callback of it runs or
- * will run, so nothing can reach the link any more. nng_close joins the pipe
- * callbacks (REM_POST runs before a pipe leaves the socket, and the close
- * waits for that) and aborts the dial, but it does not wait for the receive
- * aio's callback, which may be pushing a message that arrived just before:
- * nng_aio_stop waits for it. */
+/* Closing a connection. nng 1.5's nng_close and nng_aio_stop can block for
+ * good when they race the pipe's teardown (close deadlocks fixed in later
+ * nng releases, e.g. nng 1.8's "fix deadlock on socket close"); on the loop
+ * thread that froze the whole agent: no redial, no replies, no heartbeats.
+ * So a released connection is first cut off from the link (its callbacks
+ * reach nothing any more, at once), then closed on a thread of its own; a
+ * close that never returns costs that thread and the connection, nothing
+ * else. */
+
+static pthread_mutex_t closers_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t closers_cond = PTHREAD_COND_INITIALIZER;
+static unsigned closers; /* closes still running */
+
+static void conn_unref(Conn *c)
+{
+        if (atomic_fetch_sub(&c->refs, 1) != 1)
+                return;
+        if (c->rx)
+                nng_aio_free(c->rx);
+        pthread_mutex_destroy(&c->mu);
+        free(c);
+}
+
 static void conn_silence(Conn *c)
 {
         nng_close(c->sock);
@@ -157,26 +189,66 @@ static void conn_silence(Conn *c)
                 nng_aio_stop(c->rx);
 }
 
-static void conn_free(Conn *c)
+static void *closer_main(void *arg)
 {
-        if (!c)
-                return;
+        Conn *c = arg;
         conn_silence(c);
-        if (c->rx)
-                nng_aio_free(c->rx);
-        free(c);
+        conn_unref(c);
+        pthread_mutex_lock(&closers_lock);
+        closers--;
+        pthread_cond_broadcast(&closers_cond);
+        pthread_mutex_unlock(&closers_lock);
+        return NULL;
 }
 
-/* Closes a connection now. A dial still blocked in the thread pool returns
- * (its socket is closed) and after_dial frees the connection, which must not
- * touch the link: the link may be gone by then. */
+/* Releases the link's reference: cut off from the link now, closed on a
+ * closer thread (or here, when no thread can be made). A dial still blocked
+ * in the thread pool returns once the socket is closed, and after_dial drops
+ * the dial's reference; neither touches the link. */
 static void conn_release(Conn *c)
 {
-        if (c->dial_running) {
-                conn_silence(c);
+        pthread_mutex_lock(&c->mu);
+        c->link = NULL;
+        pthread_mutex_unlock(&c->mu);
+        if (c->dial_running)
                 c->abandoned = true;
-        } else
-                conn_free(c);
+        pthread_attr_t attr;
+        pthread_t t;
+        bool started = false;
+        pthread_mutex_lock(&closers_lock);
+        closers++;
+        pthread_mutex_unlock(&closers_lock);
+        if (pthread_attr_init(&attr) == 0) {
+                (void)pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+                started = pthread_create(&t, &attr, closer_main, c) == 0;
+                pthread_attr_destroy(&attr);
+        }
+        if (!started)
+                closer_main(c);
+}
+
+/* Waits (bounded) for the closes still running: at a stop everything is
+ * closed before the agent goes on, as long as nng lets go. */
+static void wait_closers(unsigned timeout_ms)
+{
+        struct timespec until;
+        clock_gettime(CLOCK_REALTIME, &until);
+        until.tv_sec += timeout_ms / 1000;
+        until.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
+        if (until.tv_nsec >= 1000000000L) {
+                until.tv_sec++;
+                until.tv_nsec -= 1000000000L;
+        }
+        pthread_mutex_lock(&closers_lock);
+        while (closers > 0)
+                if (pthread_cond_timedwait(&closers_cond, &closers_lock, &until) != 0)
+                        break;
+        unsigned left = closers;
+        pthread_mutex_unlock(&closers_lock);
+        if (left > 0)
+                log_warning("A link connection is still closing; going on without it | "
+                            "count=%u",
+                            left);
 }
 
 static void on_linger_timer(uv_timer_t *t);
@@ -257,9 +329,10 @@ static void after_dial(uv_work_t *w, int status)
         Conn *c = w->data;
         c->dial_running = false;
         if (c->abandoned) {
-                conn_free(c); /* the link may be freed already */
+                conn_unref(c); /* the link may be freed already */
                 return;
         }
+        conn_unref(c); /* the dial's; the link holds its own */
         Link *l = c->link;
         if (c != l->conn)
                 return; /* lingering after a link.error: release_lingering closes it */
@@ -289,14 +362,19 @@ static void after_dial(uv_work_t *w, int status)
 
 static int conn_new(Link *l, Conn **ret)
 {
-        _cleanup_free_ Conn *c = calloc(1, sizeof(*c));
+        Conn *c = calloc(1, sizeof(*c));
         int rv;
         if (!c)
                 return -ENOMEM;
+        pthread_mutex_init(&c->mu, NULL);
+        atomic_init(&c->refs, 1);
         c->link = l;
         c->gen = ++l->gen;
-        if ((rv = nng_pair1_open(&c->sock)) != 0)
+        if ((rv = nng_pair1_open(&c->sock)) != 0) {
+                pthread_mutex_destroy(&c->mu);
+                free(c);
                 return log_error_errno(-ENOMEM, "nng_pair1_open: %s", nng_strerror(rv));
+        }
         nng_socket_set_size(c->sock, NNG_OPT_RECVMAXSZ, PROTO_MAX_MESSAGE);
         nng_socket_set_int(c->sock, NNG_OPT_SENDBUF, SEND_QUEUE);
         if ((rv = nng_pipe_notify(c->sock, NNG_PIPE_EV_REM_POST, pipe_removed, c)) != 0 ||
@@ -309,11 +387,11 @@ static int conn_new(Link *l, Conn **ret)
                                         "Cannot set up the link socket | endpoint=%s "
                                         "error=\"%s\"",
                                         l->endpoint, nng_strerror(rv));
-                conn_free(TAKE_PTR(c));
+                conn_release(c);
                 return r;
         }
         nng_recv_aio(c->sock, c->rx);
-        *ret = TAKE_PTR(c);
+        *ret = c;
         return 0;
 }
 
@@ -331,9 +409,11 @@ static void dial(Link *l)
         l->conn = c;
         c->dial_work.data = c;
         c->dial_running = true;
+        atomic_fetch_add(&c->refs, 1); /* the dial's, dropped by after_dial */
         int r = uv_queue_work(l->loop, &c->dial_work, dial_work, after_dial);
         if (r < 0) {
                 c->dial_running = false;
+                atomic_fetch_sub(&c->refs, 1);
                 log_error("Cannot start dialing: %s", uv_strerror(r));
                 drop_and_redial(l);
         }
@@ -835,11 +915,13 @@ static void on_handle_closed(uv_handle_t *h)
 void link_close(Link *l, void (*done)(void *userdata), void *userdata)
 {
         set_state(l, LINK_STOPPED);
-        /* Every connection is silenced before the handles close: after this no
+        /* Every connection is cut off before the handles close: after this no
          * nng thread calls uv_async_send on l->wake or touches l, which is
-         * freed once the handles are closed. */
+         * freed once the handles are closed (their sockets close on closer
+         * threads, waited for a bounded time). */
         conn_drop(l);
         release_lingering(l, true, 0);
+        wait_closers(5000);
         l->closed = done;
         l->closed_userdata = userdata;
         uv_close((uv_handle_t *)&l->wake, on_handle_closed);

@@ -469,6 +469,34 @@ void cloud_controller_start(Cloud *cl, const CloudOptions *o)
         admin_sign_in(cl->c, "root@example.com", NULL, &cl->admin);
 }
 
+void cloud_controller_restart(Cloud *cl)
+{
+        Controller *c = cl->c;
+        int r = ctl_start(c);
+        long long deadline = mono_ms() + 2 * CLOUD_DEADLINE_MS;
+        while (r == -ETIMEDOUT) {
+                _cleanup_free_ char *url = read_file(c->ready_file);
+                if (url && url[0]) {
+                        url[strcspn(url, "\r\n")] = '\0';
+                        snprintf(c->url, sizeof(c->url), "%s", url);
+                        r = 0;
+                        break;
+                }
+                int status;
+                if (waitpid(c->pid, &status, WNOHANG) == c->pid) {
+                        c->pid = 0;
+                        c->wait_status = status;
+                        r = -ECHILD;
+                        break;
+                }
+                if (mono_ms() > deadline)
+                        break;
+                pause_ms(50);
+        }
+        ensure(r == 0, "the controller did not come back (%s, status %d)", strerror(-r),
+               c->wait_status);
+}
+
 /* Discovery through the admin API until it finished; the candidates. */
 static HttpResponse *discover(Cloud *cl, CloudHost *h)
 {
@@ -611,10 +639,35 @@ Cloud *cloud_new(const CloudOptions *o)
         return cl;
 }
 
+/* CLOUD_TEST_KEEP_DIR=DIR: each cloud's controller and host directories
+ * (logs, the SQLite file, the simulated hosts' records) are copied under
+ * DIR/<pid>/ before they are removed, to read a failure afterwards. */
+static void keep_dirs(Cloud *cl)
+{
+        const char *keep = getenv("CLOUD_TEST_KEEP_DIR");
+        if (!keep || !*keep)
+                return;
+        _cleanup_free_ char *dest = xasprintf("%s/%d", keep, (int)getpid());
+        _cleanup_free_ char *ctl = cl->c ? xasprintf(" '%s'", cl->c->root) : strdup("");
+        _cleanup_free_ char *cmd = xasprintf("mkdir -p '%s' && cp -a%s", dest, ctl);
+        for (size_t i = 0; i < cl->n_hosts; i++) {
+                char *more = xasprintf("%s '%s'", cmd, cl->hosts[i]->root);
+                free(cmd);
+                cmd = more;
+        }
+        char *full = xasprintf("%s '%s' 2>/dev/null", cmd, dest);
+        if (system(full) != 0)
+                fprintf(stderr, "cannot keep the cloud's directories under %s\n", dest);
+        else
+                fprintf(stderr, "the cloud's directories are kept under %s\n", dest);
+        free(full);
+}
+
 void cloud_free(Cloud *cl)
 {
         if (!cl)
                 return;
+        keep_dirs(cl);
         for (size_t i = 0; i < cl->n_hosts; i++)
                 host_free(cl->hosts[i]);
         if (cl->c)

@@ -80,6 +80,11 @@ void cloud_controller_start(Cloud *cl, const CloudOptions *o);
 CloudHost *cloud_host_add(Cloud *cl, const char *topology, CloudApprove approve);
 void cloud_catalog_create(Cloud *cl, long long price_per_gpu_hour_micros);
 
+/* Starts the controller again (after ctl_kill9 or ctl_stop) in its state
+ * dir with its arguments, waiting for it up to twice CLOUD_DEADLINE_MS (a
+ * loaded machine may take longer than the harness's ctl_start allows). */
+void cloud_controller_restart(Cloud *cl);
+
 /* The controller's stderr and every host's bootstrap and agent output, the
  * ends of them, on stderr. */
 void cloud_dump_logs(void);
