@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <pthread.h>
 #include <pty.h>
 #include <signal.h>
 #include <stdio.h>
@@ -202,6 +203,16 @@ static void term_destroy(Term *t)
         t->master = -1;
 }
 
+/* The hook's process and its group. The group exists only once the child
+ * has called setsid() inside forkpty; a close can come before that, so the
+ * process itself is signalled too (it has every signal blocked until its
+ * dispositions are the defaults: the signal waits for it). */
+static void term_signal(Term *t, int sig)
+{
+        (void)kill(t->pid, sig);
+        (void)kill(-t->pid, sig);
+}
+
 static void term_request_close(Term *t)
 {
         if (t->close_requested || t->exited) {
@@ -211,9 +222,9 @@ static void term_request_close(Term *t)
         t->close_requested = true;
         /* An interactive shell ignores SIGTERM but not SIGHUP; other
          * programs the other way round. */
-        (void)kill(-t->pid, SIGHUP);
-        (void)kill(-t->pid, SIGTERM);
-        (void)kill(-t->pid, SIGCONT);
+        term_signal(t, SIGHUP);
+        term_signal(t, SIGTERM);
+        term_signal(t, SIGCONT);
         t->kill_at = now_mono_usec() + (usec_t)t->c->o.kill_grace_ms * USEC_PER_MSEC;
 }
 
@@ -277,7 +288,7 @@ static void term_flush(Term *t)
                 log_warning("Console session did not end on SIGHUP/SIGTERM: SIGKILL | session=%s "
                             "pid=%d",
                             t->id, (int)t->pid);
-                (void)kill(-t->pid, SIGKILL);
+                term_signal(t, SIGKILL);
                 t->killed_hard = true;
         }
 
@@ -396,12 +407,16 @@ static void on_sigchld(uv_signal_t *s, int signum)
 /* In the child: a clean signal state, no inherited descriptors, the hook. */
 _noreturn_ static void exec_hook(const ConsoleHook *h, const char *allocation_id)
 {
-        sigset_t none;
-        sigemptyset(&none);
-        sigprocmask(SIG_SETMASK, &none, NULL);
+        /* Every signal is blocked since before the fork (see term_open):
+         * default dispositions first, then unblock, so a SIGHUP sent in
+         * between is pending and acts now instead of reaching a handler
+         * inherited from the agent. */
         for (int sig = 1; sig < NSIG; sig++)
                 if (sig != SIGKILL && sig != SIGSTOP)
                         signal(sig, SIG_DFL);
+        sigset_t none;
+        sigemptyset(&none);
+        sigprocmask(SIG_SETMASK, &none, NULL);
         (void)syscall(SYS_close_range, 3, ~0u, 0);
 
         size_t n_dev = strv_length(h->vfio_devices), n_env = strv_length(h->env);
@@ -497,7 +512,12 @@ static void on_open(Consoles *c, const ProtoEnvelope *env)
         }
         struct winsize ws = {.ws_row = (unsigned short)rows, .ws_col = (unsigned short)cols};
         int master = -1;
+        sigset_t all, saved;
+        sigfillset(&all);
+        pthread_sigmask(SIG_SETMASK, &all, &saved);
         pid_t pid = forkpty(&master, NULL, NULL, &ws);
+        if (pid != 0)
+                pthread_sigmask(SIG_SETMASK, &saved, NULL);
         if (pid < 0) {
                 int e = errno;
                 free(t);

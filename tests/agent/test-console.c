@@ -8,6 +8,7 @@
  * loop until a condition holds or a generous deadline passes. */
 #include <criterion/criterion.h>
 #include <errno.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -512,6 +513,28 @@ C(close_ends_a_shell_with_sighup)
         deliver("console.close", fill_close, "cns_h");
         expect_closed("cns_h", "closed", true, 128 + SIGHUP);
         cr_assert(wait_for(process_gone, "cns_h", &pid));
+}
+
+/* The close is delivered in the same loop turn as the open, before the
+ * child has had a chance to run (its process group does not exist yet):
+ * the SIGHUP must still reach it, not wait for the SIGKILL escalation. */
+C(a_close_right_after_the_open_still_hangs_up)
+{
+        /* One CPU for this process and its children: the child cannot run
+         * before the parent has delivered the close (it did before the fix
+         * on a loaded machine; pinned, it is every time). */
+        cpu_set_t one;
+        CPU_ZERO(&one);
+        CPU_SET(sched_getcpu() >= 0 ? sched_getcpu() : 0, &one);
+        cr_assert_eq(sched_setaffinity(0, sizeof(one), &one), 0);
+        for (int i = 0; i < 10; i++) {
+                char sid[32], alloc[32];
+                snprintf(sid, sizeof(sid), "cns_q%d", i);
+                snprintf(alloc, sizeof(alloc), "alc_shellq%d", i);
+                open_session(sid, alloc, 80, 24, 65536);
+                deliver("console.close", fill_close, sid);
+                expect_closed(sid, "closed", true, 128 + SIGHUP);
+        }
 }
 
 C(a_lost_link_kills_every_session_and_sends_nothing)
