@@ -192,7 +192,12 @@ static void conn_silence(Conn *c)
 static void *closer_main(void *arg)
 {
         Conn *c = arg;
+        usec_t start = now_mono_usec();
         conn_silence(c);
+        usec_t took = now_mono_usec() - start;
+        if (took > USEC_PER_SEC)
+                log_warning("Closing a link connection took long | ms=%llu",
+                            (unsigned long long)(took / USEC_PER_MSEC));
         conn_unref(c);
         pthread_mutex_lock(&closers_lock);
         closers--;

@@ -374,9 +374,10 @@ static void check_releasing(const char *ids, int n)
 {
         if (!ids)
                 return;
-        _cleanup_free_ char *sql = xasprintf("SELECT count(*) FROM allocations WHERE id IN (%s) "
-                                             "AND state IN ('releasing', 'released')",
-                                             ids);
+        _cleanup_free_ char *sql =
+            xasprintf("SELECT count(*) FROM allocations WHERE id IN (%s) "
+                      "AND state IN ('releasing', 'released', 'release_failed')",
+                      ids);
         long long found = db_scalar(W.cl->c, sql);
         ensure(found == n, "after a restart: %d releases were answered 202, %lld of them stayed", n,
                found);
