@@ -85,10 +85,12 @@ static const ProtoField slot_fields_assign[] = {
     {"nic", PROTO_TYPE_STR, PROTO_REQUIRED, 16, true},
     {"vf_index", PROTO_TYPE_UINT, PROTO_REQUIRED, 0, true},
     {"nvme", PROTO_TYPE_STR, PROTO_REQUIRED, 16, true},
-    {"mac", PROTO_TYPE_STR, PROTO_REQUIRED, 17, false},
+    /* nil: the network's "hardware" MAC policy, the VF keeps its own */
+    {"mac", PROTO_TYPE_STR, PROTO_REQUIRED, 17, true},
 };
 
-/* A release names the same slots; the MAC it does not need may be left out. */
+/* A release names the same slots; the MAC it does not need may be left out
+ * (or nil). */
 static const ProtoField slot_fields_release[] = {
     {"slot_id", PROTO_TYPE_STR, PROTO_REQUIRED, PROTO_ID_MAX, false},
     {"slot_key", PROTO_TYPE_STR, PROTO_REQUIRED, 128, false},
@@ -96,7 +98,7 @@ static const ProtoField slot_fields_release[] = {
     {"nic", PROTO_TYPE_STR, PROTO_REQUIRED, 16, true},
     {"vf_index", PROTO_TYPE_UINT, PROTO_REQUIRED, 0, true},
     {"nvme", PROTO_TYPE_STR, PROTO_REQUIRED, 16, true},
-    {"mac", PROTO_TYPE_STR, PROTO_OPTIONAL, 17, false},
+    {"mac", PROTO_TYPE_STR, PROTO_OPTIONAL, 17, true},
 };
 
 _printf_(3, 4) static int bad(char **reason, const ProtoValue *v, const char *fmt, ...)
@@ -243,7 +245,7 @@ static int parse_slot(AllocKind kind, const ProtoValue *v, AllocSlot *s, char **
                         return bad(reason, &vf, "out of range (0-255)");
                 s->vf_index = (unsigned)idx;
         }
-        if (proto_lookup(v, "mac", PROTO_OPTIONAL, &g, NULL) == 1) {
+        if (proto_lookup(v, "mac", PROTO_OPTIONAL, &g, NULL) == 1 && !proto_value_is_nil(&g)) {
                 char mac[18];
                 VfConfig c = {.spoofchk = true};
                 if ((r = proto_value_str(&g, mac, sizeof(mac), reason)) < 0)
@@ -531,6 +533,7 @@ static void slot_spec(AllocHost *h, const AllocRequest *req, const AllocSlot *s,
             .wipe_timeout_ms = h->wipe_timeout_ms,
         };
         memcpy(spec->vf.mac, s->mac, 6);
+        spec->vf.keep_mac = !s->has_mac;
         spec->vf.vlan = req->vlan;
         spec->vf.spoofchk = req->spoofchk;
         spec->vf.trust = req->trust;
@@ -1037,6 +1040,12 @@ int alloc_reply_body(const char *command_id, const AllocResult *r, void **ret, s
                 write_opt_str(&w, "vf_address",
                               s->report.vf_address[0] ? s->report.vf_address : NULL);
                 write_opt_str(&w, "wipe_method", r->kind == ALLOC_RELEASE ? s->wipe_method : NULL);
+                if (r->kind == ALLOC_ASSIGN) {
+                        /* The MAC in force: the controller's, or the VF's own. */
+                        char mac[18];
+                        vf_mac_format(s->report.mac, mac);
+                        write_opt_str(&w, "mac", s->report.has_mac ? mac : NULL);
+                }
                 proto_write_key(&w, "steps");
                 proto_write_array_begin(&w);
                 for (size_t k = 0; k < s->report.n_steps; k++) {

@@ -51,7 +51,7 @@ typedef struct AllocSlot {
         unsigned vf_index;
         char *nvme; /* or NULL */
         uint8_t mac[6];
-        bool has_mac; /* always for assign; optional in a release body */
+        bool has_mac; /* assign: false for a nil MAC (the VF keeps its own) */
 } AllocSlot;
 
 typedef struct AllocRequest {

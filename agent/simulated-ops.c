@@ -108,6 +108,22 @@ int simulated_vf_address(const char *pf, unsigned index, char buf[static 16])
         return 0;
 }
 
+int simulated_vf_hardware_mac(const char *pf, unsigned index, uint8_t ret[6])
+{
+        unsigned dom, bus, dev, fn;
+        if (parse_address(pf, &dom, &bus, &dev, &fn) < 0 || index > 0xff)
+                return -EINVAL;
+        /* Universally administered (the generated ones are local), unique
+         * per PF and index on one simulated host. */
+        ret[0] = 0x00;
+        ret[1] = 0x5a;
+        ret[2] = (uint8_t)bus;
+        ret[3] = (uint8_t)(dev << 3 | fn);
+        ret[4] = 0x00;
+        ret[5] = (uint8_t)index;
+        return 0;
+}
+
 int simulated_default_hook_dir(char **ret)
 {
         char exe[4096];
@@ -347,6 +363,26 @@ static void vf_config_store(json_t *vf, const VfConfig *c)
         set_str(vf, "link_state", c->link_state <= 2 ? link[c->link_state] : "unknown");
 }
 
+/* The MAC VF vf_index has now, as a PF would report it: the one configured
+ * on it (the slot's record), else its hardware MAC (nics/<pf>.json
+ * "hardware_macs": {"<index>": "aa:..."} when there, else
+ * simulated_vf_hardware_mac()). */
+static int current_mac(Run *run, json_t *vf, uint8_t ret[6])
+{
+        const SlotSpec *s = run->s;
+        char key[16];
+        if (vf_mac_parse(json_string_value(json_object_get(vf, "mac")), ret) >= 0 &&
+            !vf_mac_is_zero(ret))
+                return 0;
+        json_t *nic = state_load(run->h, "nics", s->nic_pf);
+        snprintf(key, sizeof(key), "%u", s->vf_index);
+        const char *hw =
+            json_string_value(json_object_get(json_object_get(nic, "hardware_macs"), key));
+        int r = hw ? vf_mac_parse(hw, ret) : simulated_vf_hardware_mac(s->nic_pf, s->vf_index, ret);
+        json_decref(nic);
+        return r;
+}
+
 /* The VF of the slot, when the PF has it (virtfn<index> exists). */
 static int find_vf(Run *run)
 {
@@ -422,11 +458,27 @@ int simulated_slot_assign(SimulatedHost *h, const SlotSpec *s, SlotReport *rep)
                 r = fault(&run, SLOT_STEP_CONFIGURE_VF, step_timeout(s), detail, sizeof(detail));
                 if (r == 0) {
                         /* What the kernel would refuse (multicast MAC, VLAN > 4094). */
-                        r = vf_config_validate(&s->vf);
-                        if (r == 0)
-                                vf_config_store(vf, &s->vf);
-                        snprintf(detail, sizeof(detail), "vf %u of %s: %s (simulated)", s->vf_index,
-                                 s->nic_pf, r < 0 ? strerror(-r) : "ok");
+                        VfConfig c = s->vf;
+                        bool no_mac = false;
+                        r = vf_config_validate(&c);
+                        if (r == 0 && c.keep_mac && (r = current_mac(&run, vf, c.mac)) == 0 &&
+                            vf_mac_is_zero(c.mac)) {
+                                no_mac = true;
+                                r = -EADDRNOTAVAIL;
+                        }
+                        if (r == 0) {
+                                vf_config_store(vf, &c);
+                                memcpy(rep->mac, c.mac, 6);
+                                rep->has_mac = true;
+                        }
+                        char mac[18];
+                        vf_mac_format(c.mac, mac);
+                        snprintf(detail, sizeof(detail), "vf %u of %s: %s%s%s (simulated)",
+                                 s->vf_index, s->nic_pf,
+                                 no_mac  ? "the VF has no hardware MAC (00:00:00:00:00:00)"
+                                 : r < 0 ? strerror(-r)
+                                         : "ok, mac ",
+                                 r < 0 ? "" : mac, r == 0 && c.keep_mac ? " (hardware)" : "");
                 }
                 if ((r = record(&run, SLOT_STEP_CONFIGURE_VF, r, "%s", detail)) < 0)
                         goto out;

@@ -7,7 +7,8 @@
  * a private directory, <state_dir>/simulated-host/, instead of sysfs and
  * rtnetlink (nothing on the machine is read or changed):
  *
- *   nics/<pf>.json         a NIC PF: total_vfs (SIMULATE_NIC_TOTAL_VFS), num_vfs
+ *   nics/<pf>.json         a NIC PF: total_vfs (SIMULATE_NIC_TOTAL_VFS), num_vfs,
+ *                          hardware_macs (optional, see simulated_vf_hardware_mac)
  *   slots/<slot_id>.json   a slot: its functions and their bound drivers, the
  *                          VF config, the NVMe wipe method ("simulated"),
  *                          resets, state, timestamps
@@ -28,6 +29,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "macro.h"
 #include "slot-ops.h"
@@ -62,6 +64,13 @@ int simulated_nic_ifname(const char *pf, char **ret);
 
 /* The simulated VF index of pf: its PCI address (after the PF's functions). */
 int simulated_vf_address(const char *pf, unsigned index, char buf[static 16]);
+
+/* The hardware MAC a simulated VF has (a network's "hardware" MAC policy
+ * keeps it): 00:5a:<bus>:<dev << 3 | fn>:00:<index> of its PF, unless
+ * nics/<pf>.json names another in "hardware_macs": {"<index>": "aa:..."}
+ * (a zero one makes the assignment fail, as on a PF that gives VFs none).
+ * Teardown's baseline (zero MAC) brings it back. */
+int simulated_vf_hardware_mac(const char *pf, unsigned index, uint8_t ret[6]);
 
 /* The runtime hooks shipped with the agent (hooks/ of the source tree):
  * beside the binary in the build tree (../hooks), under ../libexec/gpuslice/

@@ -161,11 +161,26 @@ int slot_assign(const SlotSpec *s, SlotReport *rep)
                 if (r < 0)
                         return r;
 
-                r = s->nic_ifname ? vf_config_apply(s->nic_ifname, s->vf_index, &s->vf) : -EINVAL;
-                r = record(rep, SLOT_STEP_CONFIGURE_VF, r, "%s vf %u: %s", strempty(s->nic_ifname),
-                           s->vf_index, r < 0 ? strerror(-r) : "ok");
+                VfConfig got = {0};
+                r = s->nic_ifname ? vf_config_apply_read(s->nic_ifname, s->vf_index, &s->vf, &got)
+                                  : -EINVAL;
+                /* "hardware" MAC policy: the VF keeps its own MAC, so it must
+                 * have one; a zero MAC would leave the tenant without any. */
+                bool no_mac = r >= 0 && s->vf.keep_mac && vf_mac_is_zero(got.mac);
+                if (no_mac)
+                        r = -EADDRNOTAVAIL;
+                char mac[18];
+                vf_mac_format(got.mac, mac);
+                r = record(rep, SLOT_STEP_CONFIGURE_VF, r, "%s vf %u: %s%s%s",
+                           strempty(s->nic_ifname), s->vf_index,
+                           no_mac  ? "the VF has no hardware MAC (00:00:00:00:00:00)"
+                           : r < 0 ? strerror(-r)
+                                   : "ok, mac ",
+                           r < 0 ? "" : mac, r >= 0 && s->vf.keep_mac ? " (hardware)" : "");
                 if (r < 0)
                         return r;
+                memcpy(rep->mac, got.mac, 6);
+                rep->has_mac = true;
 
                 r = pci_bind(s->root, rep->vf_address, VFIO_DRIVER, t);
                 r = record(rep, SLOT_STEP_BIND_VF, r, "%s: %s", rep->vf_address,

@@ -71,6 +71,10 @@ typedef struct {
         const char *reason;  /* NULL when every step succeeded */
         NvmeWipeMethod wipe; /* the method that wiped the NVMe drive */
         char vf_address[16]; /* the VF given to the slot */
+        /* assign: the MAC the VF has once configured (the tenant's, or with
+         * keep_mac its own, read back); has_mac once configure_vf succeeded */
+        uint8_t mac[6];
+        bool has_mac;
 } SlotReport;
 
 const char *slot_step_name(SlotStep s);

@@ -26,7 +26,7 @@ void vf_config_baseline(VfConfig *ret)
 
 int vf_config_validate(const VfConfig *c)
 {
-        if (c->mac[0] & 0x01) /* multicast, broadcast included */
+        if (!c->keep_mac && (c->mac[0] & 0x01)) /* multicast, broadcast included */
                 return -EINVAL;
         if (c->vlan > 4094 || c->qos > 7 || (c->qos && !c->vlan))
                 return -EINVAL;
@@ -52,6 +52,17 @@ int vf_mac_parse(const char *s, uint8_t ret[6])
                 ret[i] = (uint8_t)b[i];
         }
         return 0;
+}
+
+void vf_mac_format(const uint8_t m[6], char ret[static 18])
+{
+        snprintf(ret, 18, "%02x:%02x:%02x:%02x:%02x:%02x", m[0], m[1], m[2], m[3], m[4], m[5]);
+}
+
+bool vf_mac_is_zero(const uint8_t mac[6])
+{
+        static const uint8_t zero[6] = {0};
+        return memcmp(mac, zero, 6) == 0;
 }
 
 /* libnl's error codes are its own; the kernel's errno is what callers need. */
@@ -154,7 +165,7 @@ int vf_config_read(const char *ifname, unsigned vf, VfConfig *ret)
 
 const char *vf_config_diff(const VfConfig *a, const VfConfig *b)
 {
-        if (memcmp(a->mac, b->mac, 6) != 0)
+        if (!a->keep_mac && memcmp(a->mac, b->mac, 6) != 0)
                 return "mac";
         if (a->vlan != b->vlan)
                 return "vlan";
@@ -221,6 +232,11 @@ static int change_one(struct nl_sock *sk, struct rtnl_link *orig, unsigned vf, c
 
 int vf_config_apply(const char *ifname, unsigned vf, const VfConfig *c)
 {
+        return vf_config_apply_read(ifname, vf, c, NULL);
+}
+
+int vf_config_apply_read(const char *ifname, unsigned vf, const VfConfig *c, VfConfig *ret)
+{
         _cleanup_(nl_socket_freep) struct nl_sock *sk = NULL;
         _cleanup_(rtnl_link_putp) struct rtnl_link *link = NULL, *after = NULL;
         VfConfig got;
@@ -245,6 +261,8 @@ int vf_config_apply(const char *ifname, unsigned vf, const VfConfig *c)
         for (size_t i = 0; i < ELEMENTSOF(order); i++) {
                 if (order[i] == SET_LINK_STATE && c->link_state != VF_LINK_STATE_DISABLE)
                         continue;
+                if (order[i] == SET_MAC && c->keep_mac)
+                        continue;
                 r = change_one(sk, link, vf, c, order[i]);
                 if (r < 0)
                         return r;
@@ -260,5 +278,7 @@ int vf_config_apply(const char *ifname, unsigned vf, const VfConfig *c)
         r = read_vf(after, vf, &got);
         if (r < 0)
                 return r;
+        if (ret)
+                *ret = got;
         return vf_config_diff(c, &got) ? -EIO : 0;
 }

@@ -22,6 +22,9 @@ typedef enum {
 
 typedef struct {
         uint8_t mac[6];
+        /* Leave the MAC as the VF has it (a network's "hardware" policy):
+         * mac is neither set nor validated nor compared. */
+        bool keep_mac;
         unsigned vlan; /* 0: untagged */
         unsigned qos;  /* 802.1p priority, 0-7; only with a VLAN */
         bool spoofchk;
@@ -33,11 +36,16 @@ typedef struct {
 void vf_config_baseline(VfConfig *ret);
 
 /* -EINVAL for a multicast/broadcast MAC, a VLAN above 4094, QoS above 7 (or
- * QoS without a VLAN), an unknown link state. The zero MAC is allowed (unset). */
+ * QoS without a VLAN), an unknown link state. The zero MAC is allowed (unset);
+ * with keep_mac the MAC is not looked at. */
 int vf_config_validate(const VfConfig *c);
 
 /* "aa:bb:cc:dd:ee:ff" -> bytes; -EINVAL when malformed. */
 int vf_mac_parse(const char *s, uint8_t ret[6]);
+/* bytes -> "aa:bb:cc:dd:ee:ff" (lower case). */
+void vf_mac_format(const uint8_t mac[6], char ret[static 18]);
+/* 00:00:00:00:00:00: no MAC (what a PF reports for a VF it gave none). */
+bool vf_mac_is_zero(const uint8_t mac[6]);
 
 /* Applies c to VF vf of ifname, then reads it back: 0 when every field
  * matches, -EIO when the driver accepted but reports something else,
@@ -45,8 +53,13 @@ int vf_mac_parse(const char *s, uint8_t ret[6]);
  * -EOPNOTSUPP for a driver without that setting). */
 int vf_config_apply(const char *ifname, unsigned vf, const VfConfig *c);
 
+/* vf_config_apply() that also hands back what was read back (ret may be
+ * NULL): with keep_mac, ret->mac is the MAC the VF keeps. */
+int vf_config_apply_read(const char *ifname, unsigned vf, const VfConfig *c, VfConfig *ret);
+
 /* Reads VF vf of ifname; -ENOENT when the kernel reports no such VF. */
 int vf_config_read(const char *ifname, unsigned vf, VfConfig *ret);
 
-/* Field-by-field comparison; the name of the first differing field or NULL. */
+/* Field-by-field comparison; the name of the first differing field or NULL.
+ * The MAC is skipped when a has keep_mac. */
 const char *vf_config_diff(const VfConfig *a, const VfConfig *b);
