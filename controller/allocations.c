@@ -362,11 +362,18 @@ void allocation_slot_mac(const char *allocation_id, const char *slot_id, char re
         snprintf(ret, 18, "%02x:%02x:%02x:%02x:%02x:%02x", h[0], h[1], h[2], h[3], h[4], h[5]);
 }
 
-/* The slot as the agent's commands carry it. */
-/* The MAC is always the controller's: the agent's command requires one (a
- * network's "hardware" policy is not told apart yet). */
-static json_t *slot_command_json(Db *db, const char *allocation_id, const char *slot_id)
+/* A network with the "hardware" MAC policy: the VF keeps its own MAC. */
+static bool keeps_hardware_mac(const Network *n)
 {
+        return streq(n->mac_policy, NETWORK_MAC_HARDWARE);
+}
+
+/* The slot as the agent's commands carry it, with mac (a reference taken:
+ * the MAC string, or null for the VF's own) or, when mac is NULL, none (a
+ * release does not need it). */
+static json_t *slot_command_json(Db *db, const char *slot_id, json_t *mac)
+{
+        _cleanup_(json_decrefp) json_t *m = mac;
         _cleanup_(db_stmt_resetp) sqlite3_stmt *s = db_stmt(
             db, "SELECT slot_key, gpus, nic, vf_index, nvme FROM node_resource_slots WHERE id = ?");
         if (!s)
@@ -374,16 +381,19 @@ static json_t *slot_command_json(Db *db, const char *allocation_id, const char *
         sqlite3_bind_text(s, 1, slot_id, -1, SQLITE_TRANSIENT);
         if (sqlite3_step(s) != SQLITE_ROW)
                 return NULL;
-        char mac[18];
-        allocation_slot_mac(allocation_id, slot_id, mac);
         json_t *gpus = load_json(db_column_text(s, 1));
-        return json_pack("{s:s, s:s, s:o, s:s?, s:o, s:s?, s:s?}", "slot_id", slot_id, "slot_key",
-                         strempty(db_column_text(s, 0)), "gpus", gpus ? gpus : json_array(), "nic",
-                         db_column_text(s, 2), "vf_index",
-                         sqlite3_column_type(s, 3) == SQLITE_NULL
-                             ? json_null()
-                             : json_integer(sqlite3_column_int64(s, 3)),
-                         "nvme", db_column_text(s, 4), "mac", mac);
+        json_t *j = json_pack("{s:s, s:s, s:o, s:s?, s:o, s:s?}", "slot_id", slot_id, "slot_key",
+                              strempty(db_column_text(s, 0)), "gpus", gpus ? gpus : json_array(),
+                              "nic", db_column_text(s, 2), "vf_index",
+                              sqlite3_column_type(s, 3) == SQLITE_NULL
+                                  ? json_null()
+                                  : json_integer(sqlite3_column_int64(s, 3)),
+                              "nvme", db_column_text(s, 4));
+        if (j && m && json_object_set_new(j, "mac", TAKE_PTR(m)) < 0) {
+                json_decref(j);
+                return NULL;
+        }
+        return j;
 }
 
 static int idempotent_replay(Db *db, const LaunchRequest *q, LaunchResult *res)
@@ -475,11 +485,16 @@ static int launch_write(Db *db, const LaunchRequest *q, const PlacementPick *pic
         int r = id_new("alc", id);
         if (r < 0)
                 return r;
+        /* The network's MAC policy as this launch read it: the assign command
+         * (resent as stored) and macs keep it whatever the network becomes.
+         * "hardware": nil in the command, null here until the agent's reply
+         * reports the VF's own MAC. */
+        bool hardware = keeps_hardware_mac(&q->network);
         _cleanup_(json_decrefp) json_t *slots = json_array(), *macs = json_array();
         for (size_t i = 0; i < pick->n_slots; i++) {
                 char mac[18];
                 allocation_slot_mac(id, pick->slot_ids[i], mac);
-                json_array_append_new(macs, json_string(mac));
+                json_array_append_new(macs, hardware ? json_null() : json_string(mac));
         }
         _cleanup_free_ char *macs_text = json_dumps(macs, JSON_COMPACT);
         r = insert_allocation(db, q, id, pick->node_id, cost, macs_text);
@@ -496,7 +511,8 @@ static int launch_write(Db *db, const LaunchRequest *q, const PlacementPick *pic
                 if (r == -EEXIST)
                         return -EAGAIN; /* held elsewhere: the unique index caught it */
                 if (r >= 0) {
-                        json_t *sj = slot_command_json(db, id, pick->slot_ids[i]);
+                        json_t *sj = slot_command_json(db, pick->slot_ids[i],
+                                                       json_incref(json_array_get(macs, i)));
                         r = sj ? json_array_append_new(slots, sj) : -EIO;
                 }
         }
@@ -693,7 +709,7 @@ static int create_release(Db *db, const char *allocation_id, const char *node_id
                         snprintf(ids[n++], ID_MAX, "%s", strempty(db_column_text(s, 0)));
                 db_stmt_resetp(&s);
                 for (size_t i = 0; i < n; i++) {
-                        json_t *sj = slot_command_json(db, allocation_id, ids[i]);
+                        json_t *sj = slot_command_json(db, ids[i], NULL);
                         if (!sj)
                                 return -EIO;
                         json_array_append_new(slots, sj);
@@ -980,6 +996,64 @@ static int provision_failed(Db *db, Task *t, AllocTrigger trigger, const char *r
         return r;
 }
 
+/* "aa:bb:cc:dd:ee:ff", lower case: what the agent reports for a slot. */
+static bool is_mac(const char *m)
+{
+        if (!m || strlen(m) != 17)
+                return false;
+        for (size_t i = 0; i < 17; i++)
+                if (i % 3 == 2 ? m[i] != ':' : !strchr("0123456789abcdef", m[i]))
+                        return false;
+        return true;
+}
+
+/* The MAC each slot's VF has, as the assign reply reports it, into the
+ * allocation's macs (whose entries follow the command's slots): for a
+ * "hardware" network the null there becomes the VF's own MAC; a generated one
+ * is what the agent set and read back, so it stays. */
+static int store_reported_macs(Db *db, const Task *t, json_t *result)
+{
+        _cleanup_(json_decrefp) json_t *macs = NULL, *cmd_body = NULL;
+        NodeCommand cmd = {0};
+        {
+                _cleanup_(db_stmt_resetp) sqlite3_stmt *s =
+                    db_stmt(db, "SELECT mac FROM allocations WHERE id = ?");
+                if (!s)
+                        return -EIO;
+                sqlite3_bind_text(s, 1, t->allocation_id, -1, SQLITE_TRANSIENT);
+                int rc = sqlite3_step(s);
+                if (rc != SQLITE_ROW)
+                        return rc == SQLITE_DONE ? -ENOENT : db_errno(rc);
+                macs = load_json(db_column_text(s, 0));
+        }
+        if (!json_is_array(macs))
+                return 0;
+        if (node_command_get(db, t->command_id, &cmd) >= 0)
+                cmd_body = json_loads(cmd.body, 0, NULL);
+        node_command_done(&cmd);
+        bool changed = false;
+        size_t i;
+        json_t *slot;
+        json_array_foreach(json_object_get(cmd_body, "slots"), i, slot)
+        {
+                json_t *entry =
+                    reply_slot(result, json_string_value(json_object_get(slot, "slot_id")));
+                const char *mac = json_string_value(json_object_get(entry, "mac"));
+                if (i >= json_array_size(macs) || !is_mac(mac) ||
+                    streq_ptr(json_string_value(json_array_get(macs, i)), mac))
+                        continue;
+                if (json_array_set_new(macs, i, json_string(mac)) < 0)
+                        return -ENOMEM;
+                changed = true;
+        }
+        if (!changed)
+                return 0;
+        _cleanup_free_ char *text = json_dumps(macs, JSON_COMPACT);
+        if (!text)
+                return -ENOMEM;
+        return set_columns(db, t->allocation_id, SET_COLUMNS("mac = ?1, updated_at = ?3"), text);
+}
+
 static int on_assign_reply(Db *db, Task *t, bool ok, json_t *body, usec_t release_deadline_at)
 {
         json_t *result = json_object_get(body, "result");
@@ -1001,6 +1075,8 @@ static int on_assign_reply(Db *db, Task *t, bool ok, json_t *body, usec_t releas
                 return r;
         r = move_slots(db, t->allocation_id, SLOT_ASSIGNED, SLOT_TRIGGER_ASSIGN_OK, NULL, "held",
                        "held");
+        if (r >= 0)
+                r = store_reported_macs(db, t, result);
         _cleanup_free_ char *conn = NULL;
         json_t *c = json_object_get(result, "connection");
         if (json_is_object(c))

@@ -47,7 +47,7 @@ typedef struct Allocation {
         bool billing_stopped;
         usec_t billing_started_at, billing_ended_at, created_at, updated_at, released_at;
         json_t *connection;   /* {host, port, user} or NULL */
-        json_t *macs;         /* ["02:..", ...] in slot order */
+        json_t *macs;         /* ["02:..", ...] in slot order; null: the VF's own, unreported */
         json_t *slots;        /* [{id, slot_key, gpus, state}] */
         char task_id[ID_MAX]; /* the newest task */
         long long seq;

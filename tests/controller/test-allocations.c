@@ -3,7 +3,8 @@
  * transaction writes everything or nothing, idempotency, prechecks, a stale
  * placement index never hands out a taken slot, replies and deadlines move
  * allocations and slots through their tables, force release and verify; the
- * VF MAC is a locally administered unicast address fixed by the ids. */
+ * VF MAC is a locally administered unicast address fixed by the ids, or, on a
+ * "hardware" network, nil in the command and the one the agent reports. */
 #include <criterion/criterion.h>
 
 #include <stdio.h>
@@ -364,6 +365,109 @@ Test(launch, replies_drive_the_allocation_and_each_slot_by_its_own_entry)
                      -EPERM);
         db_rollback(&txn);
         cr_assert_eq(st, ALLOC_RELEASED);
+        launch_result_done(&res);
+}
+
+/* The body of the allocation's newest command of that type. */
+static json_t *command_body(const char *allocation_id, const char *type)
+{
+        sqlite3_stmt *s = NULL;
+        cr_assert_eq(sqlite3_prepare_v2(db_handle(F.db),
+                                        "SELECT body FROM node_commands WHERE type = ? AND "
+                                        "instr(body, ?) > 0 ORDER BY rowid DESC LIMIT 1",
+                                        -1, &s, NULL),
+                     SQLITE_OK);
+        sqlite3_bind_text(s, 1, type, -1, SQLITE_STATIC);
+        sqlite3_bind_text(s, 2, allocation_id, -1, SQLITE_STATIC);
+        cr_assert_eq(sqlite3_step(s), SQLITE_ROW, "a %s command", type);
+        json_t *j = json_loads((const char *)sqlite3_column_text(s, 0), 0, NULL);
+        sqlite3_finalize(s);
+        cr_assert(j);
+        return j;
+}
+
+static json_t *allocation_macs(const char *id)
+{
+        Allocation a = {0};
+        cr_assert_eq(allocation_get(F.db, id, NULL, &a), 0);
+        json_t *m = json_incref(a.macs);
+        allocation_done(&a);
+        cr_assert(json_is_array(m));
+        return m;
+}
+
+Test(launch, a_hardware_mac_network_sends_nil_and_stores_the_mac_the_agent_reports)
+{
+        snprintf(F.q.network.mac_policy, sizeof(F.q.network.mac_policy), "hardware");
+        F.q.gpu_count = 2;
+        LaunchResult res;
+        launch_ok(&res);
+        const char *s0 = res.pick.slot_ids[0], *s1 = res.pick.slot_ids[1];
+        json_t *cmd = command_body(res.allocation_id, "command.allocation.assign");
+        json_t *slot;
+        size_t i;
+        json_array_foreach(json_object_get(cmd, "slots"), i, slot)
+        {
+                cr_assert(json_is_null(json_object_get(slot, "mac")), "slot %zu: mac nil", i);
+        }
+        json_decref(cmd);
+        json_t *m = allocation_macs(res.allocation_id);
+        cr_assert_eq(json_array_size(m), 2);
+        cr_assert(json_is_null(json_array_get(m, 0)) && json_is_null(json_array_get(m, 1)),
+                  "unknown until the agent reports it");
+        json_decref(m);
+        cr_assert(json_is_null(json_array_get(json_object_get(res.allocation, "macs"), 0)),
+                  "the launch's answer says so too");
+
+        json_t *body = reply(true, NULL, NULL, true, true);
+        json_t *slots = json_object_get(json_object_get(body, "result"), "slots");
+        json_array_append_new(slots, json_pack("{s:s, s:b, s:s}", "slot_id", s0, "ok", true, "mac",
+                                               "00:5a:a0:00:00:00"));
+        json_array_append_new(slots, json_pack("{s:s, s:b, s:s}", "slot_id", s1, "ok", true, "mac",
+                                               "00:5a:a0:00:00:01"));
+        on_reply(res.task_id, body);
+        cr_assert_eq(alloc_state(res.allocation_id), ALLOC_ACTIVE);
+        m = allocation_macs(res.allocation_id);
+        cr_assert_str_eq(json_string_value(json_array_get(m, 0)), "00:5a:a0:00:00:00");
+        cr_assert_str_eq(json_string_value(json_array_get(m, 1)), "00:5a:a0:00:00:01");
+        json_decref(m);
+
+        /* The release names the slots without a MAC: teardown needs none. */
+        char task_id[ID_MAX], node_id[ID_MAX];
+        AllocState st;
+        DbTxn txn = {0};
+        cr_assert_eq(db_begin(F.db, &txn), 0);
+        cr_assert_eq(allocations_release(F.db, res.allocation_id, ALLOC_TRIGGER_RELEASE, NULL,
+                                         now_usec() + 60 * USEC_PER_SEC, task_id, node_id, &st),
+                     0);
+        cr_assert_eq(db_commit(&txn), 0);
+        cmd = command_body(res.allocation_id, "command.allocation.release");
+        cr_assert_eq(json_array_size(json_object_get(cmd, "slots")), 2);
+        cr_assert_null(json_object_get(json_array_get(json_object_get(cmd, "slots"), 0), "mac"));
+        json_decref(cmd);
+        launch_result_done(&res);
+}
+
+Test(launch, a_generated_mac_network_sends_and_keeps_the_controllers_mac)
+{
+        LaunchResult res;
+        launch_ok(&res);
+        const char *s0 = res.pick.slot_ids[0];
+        char want[18];
+        allocation_slot_mac(res.allocation_id, s0, want);
+        json_t *cmd = command_body(res.allocation_id, "command.allocation.assign");
+        cr_assert_str_eq(json_string_value(json_object_get(
+                             json_array_get(json_object_get(cmd, "slots"), 0), "mac")),
+                         want);
+        json_decref(cmd);
+        json_t *body = reply(true, NULL, NULL, true, true);
+        json_array_append_new(json_object_get(json_object_get(body, "result"), "slots"),
+                              json_pack("{s:s, s:b, s:s}", "slot_id", s0, "ok", true, "mac", want));
+        on_reply(res.task_id, body);
+        json_t *m = allocation_macs(res.allocation_id);
+        cr_assert_eq(json_array_size(m), 1);
+        cr_assert_str_eq(json_string_value(json_array_get(m, 0)), want);
+        json_decref(m);
         launch_result_done(&res);
 }
 
