@@ -270,6 +270,8 @@ Test(alloc, assign_then_release_an_allocation_of_two_slots)
         cr_expect_str_eq(str_at(s0, "vf_address"), "0000:d5:00.1");
         cr_expect_str_eq(str_at(s1, "vf_address"), "0000:d5:00.2");
         cr_expect(json_is_null(json_object_get(s0, "wipe_method")), "assign wipes nothing");
+        cr_expect_str_eq(str_at(s0, "mac"), "02:00:00:00:00:01", "the MAC in force");
+        cr_expect_str_eq(str_at(s1, "mac"), "02:00:00:00:00:02");
         expect_step_names(s0, assign_steps);
         expect_step_names(s1, assign_steps);
 
@@ -598,7 +600,9 @@ Test(alloc, bad_bodies_are_refused_with_nothing_touched)
             {"\"vlan\":100", "\"vlan\":-1", "vlan"},
             {"\"ssh_user\":\"ubuntu\"", "\"ssh_user\":\"root; rm\"", "ssh_user"},
             {"\"mac\":\"02:00:00:00:00:03\"", "\"mac\":\"01:00:5e:00:00:01\"", "mac"},
-            {",\"mac\":\"02:00:00:00:00:03\"", "", "mac"},
+            {",\"mac\":\"02:00:00:00:00:03\"", "", "mac"}, /* missing: refused; nil: kept */
+            {"\"mac\":\"02:00:00:00:00:03\"", "\"mac\":\"00:00:00:00:00:00\"", "mac"},
+            {"\"mac\":\"02:00:00:00:00:03\"", "\"mac\":false", "mac"},
             {"t@x", "t@x\\nssh-rsa AAAA evil", "ssh_keys[0]"},
             {"\"spoofchk\":true", "\"spoofchk\":1", "spoofchk"},
             {"\"slot_id\":\"slt_c1\"", "\"slot_id\":\"slt/../x\"", "slot_id"},
@@ -632,6 +636,73 @@ Test(alloc, bad_bodies_are_refused_with_nothing_touched)
         /* And the good body still works. */
         json_t *r = assign("cmd_good", "alc_b", SLOT_C1);
         expect_ok(r);
+        json_decref(r);
+}
+
+/* SLOT_C1 and SLOT_D1 with a nil MAC: the network's "hardware" policy. */
+#define SLOT_C1_HW                                                                                 \
+        "{\"slot_id\":\"slt_c1\",\"slot_key\":\"slot-0000:c1:00.0\",\"gpus\":[\"0000:c1:00.0\"],"  \
+        "\"nic\":\"0000:c5:00.0\",\"vf_index\":0,\"nvme\":null,\"mac\":null}"
+#define SLOT_D1_HW                                                                                 \
+        "{\"slot_id\":\"slt_d1\",\"slot_key\":\"slot-0000:d1:00.0\",\"gpus\":[\"0000:d1:00.0\"],"  \
+        "\"nic\":\"0000:d5:00.0\",\"vf_index\":0,\"nvme\":\"0000:9a:00.0\",\"mac\":null}"
+
+Test(alloc, a_nil_mac_keeps_the_vfs_own_and_the_result_reports_it)
+{
+        start();
+        json_t *r = assign("cmd_h1", "alc_hw", SLOT_C1_HW "," SLOT_D1_HW);
+        expect_ok(r);
+        /* The simulated VFs' hardware MACs (simulated_vf_hardware_mac). */
+        cr_expect_str_eq(str_at(slot_result(r, 0), "mac"), "00:5a:c5:00:00:00");
+        cr_expect_str_eq(str_at(slot_result(r, 1), "mac"), "00:5a:d5:00:00:00");
+        json_t *step = json_array_get(json_object_get(slot_result(r, 0), "steps"), 1);
+        cr_expect_str_eq(str_at(step, "name"), "configure_vf");
+        cr_expect(strstr(str_at(step, "detail"), "00:5a:c5:00:00:00 (hardware)"), "%s",
+                  str_at(step, "detail"));
+        json_decref(r);
+        json_t *c1 = sim_slot("slt_c1");
+        json_t *vf = json_object_get(c1, "vf");
+        cr_expect_str_eq(str_at(vf, "mac"), "00:5a:c5:00:00:00");
+        cr_expect_eq(json_integer_value(json_object_get(vf, "vlan")), 100, "VLAN set all the same");
+        cr_expect(json_is_true(json_object_get(vf, "spoofchk")));
+        cr_expect(json_is_false(json_object_get(vf, "trust")));
+        cr_expect_str_eq(str_at(vf, "link_state"), "enable");
+        json_decref(c1);
+
+        /* A release may name the MAC as nil too; the baseline is the same. */
+        r = release("cmd_h2", "alc_hw", SLOT_C1_HW "," SLOT_D1_HW);
+        expect_ok(r);
+        cr_expect_null(json_object_get(slot_result(r, 0), "mac"), "assign only");
+        json_decref(r);
+        c1 = sim_slot("slt_c1");
+        cr_expect_str_eq(str_at(json_object_get(c1, "vf"), "mac"), "00:00:00:00:00:00");
+        json_decref(c1);
+
+        /* The next tenant with a generated MAC on the same VF gets it. */
+        r = assign("cmd_h3", "alc_gen", SLOT_C1);
+        expect_ok(r);
+        cr_expect_str_eq(str_at(slot_result(r, 0), "mac"), "02:00:00:00:00:03");
+        json_decref(r);
+        r = release("cmd_h4", "alc_gen", SLOT_C1);
+        expect_ok(r);
+        json_decref(r);
+
+        /* A VF its PF gives no MAC fails the assignment with a clear reason. */
+        char p[512];
+        snprintf(p, sizeof(p), "%s/simulated-host/nics/0000:c5:00.0.json", ap.state_dir);
+        json_t *nic = json_load_file(p, 0, NULL);
+        cr_assert(nic);
+        json_object_set_new(nic, "hardware_macs", json_pack("{s:s}", "0", "00:00:00:00:00:00"));
+        cr_assert_eq(json_dump_file(nic, p, 0), 0);
+        json_decref(nic);
+        r = assign("cmd_h5", "alc_nomac", SLOT_C1_HW);
+        expect_failed(r, "vf_config_failed");
+        json_t *s0 = slot_result(r, 0);
+        cr_expect_str_eq(str_at(s0, "reason"), "vf_config_failed");
+        cr_expect(json_is_null(json_object_get(s0, "mac")));
+        const char *msg =
+            json_string_value(json_object_get(json_object_get(r, "error"), "message"));
+        cr_expect(msg && strstr(msg, "configure_vf") && strstr(msg, "no hardware MAC"), "%s", msg);
         json_decref(r);
 }
 

@@ -192,3 +192,59 @@ T(names_and_addresses)
         s.hook = "some-hook";
         cr_expect_eq(simulated_slot_assign(sim, &s, &rep), -EINVAL, "the hook runs outside");
 }
+
+T(keep_mac_leaves_the_vfs_own_mac_reports_it_and_fails_without_one)
+{
+        uint8_t hw[6];
+        char mac[18];
+        cr_assert_eq(simulated_vf_hardware_mac("0000:d5:00.0", 1, hw), 0);
+        vf_mac_format(hw, mac);
+        cr_expect_str_eq(mac, "00:5a:d5:00:00:01", "bus, devfn, index; universally administered");
+        cr_expect_eq(simulated_vf_hardware_mac("d5:00.0", 1, hw), -EINVAL);
+
+        /* The tenant's MAC is reported as set. */
+        SlotSpec s = spec("slt_a", 0);
+        SlotReport rep;
+        cr_assert_eq(simulated_slot_assign(sim, &s, &rep), 0, "%s", strempty(rep.reason));
+        cr_expect(rep.has_mac);
+        vf_mac_format(rep.mac, mac);
+        cr_expect_str_eq(mac, "02:00:00:00:00:01");
+
+        /* keep_mac: the VF's own MAC, the rest as asked. */
+        s = spec("slt_b", 1);
+        s.vf.keep_mac = true;
+        memset(s.vf.mac, 0xff, 6); /* not looked at */
+        cr_assert_eq(simulated_slot_assign(sim, &s, &rep), 0, "%s", strempty(rep.reason));
+        cr_expect(rep.has_mac);
+        vf_mac_format(rep.mac, mac);
+        cr_expect_str_eq(mac, "00:5a:d5:00:00:01");
+        json_t *slot = state("slots", "slt_b");
+        json_t *vf = json_object_get(slot, "vf");
+        cr_expect_str_eq(json_string_value(json_object_get(vf, "mac")), "00:5a:d5:00:00:01");
+        cr_expect_eq(json_integer_value(json_object_get(vf, "vlan")), 7);
+        cr_expect(json_is_true(json_object_get(vf, "spoofchk")));
+        cr_expect_str_eq(json_string_value(json_object_get(vf, "link_state")), "enable");
+        json_decref(slot);
+
+        /* After the baseline (zero MAC) the VF has its own again. */
+        cr_assert_eq(simulated_slot_teardown(sim, &s, &rep), 0, "%s", strempty(rep.reason));
+        cr_assert_eq(simulated_slot_assign(sim, &s, &rep), 0, "%s", strempty(rep.reason));
+        vf_mac_format(rep.mac, mac);
+        cr_expect_str_eq(mac, "00:5a:d5:00:00:01");
+        cr_assert_eq(simulated_slot_teardown(sim, &s, &rep), 0);
+
+        /* A PF that gives the VF no MAC: configure_vf fails, vf_config_failed. */
+        tput("state/simulated-host/nics/0000:c5:00.0.json",
+             "{\"hardware_macs\": {\"0\": \"00:00:00:00:00:00\"}}");
+        s = spec("slt_c", 0);
+        s.nic_pf = "0000:c5:00.0";
+        s.vf.keep_mac = true;
+        cr_expect_eq(simulated_slot_assign(sim, &s, &rep), -EADDRNOTAVAIL);
+        cr_expect_str_eq(rep.reason, "vf_config_failed");
+        cr_expect(!rep.has_mac);
+        step_names(&rep, "create_vfs configure_vf");
+        cr_expect(strstr(rep.steps[1].detail, "no hardware MAC"), "%s", rep.steps[1].detail);
+        /* With a MAC of the controller's it works. */
+        s.vf.keep_mac = false;
+        cr_expect_eq(simulated_slot_assign(sim, &s, &rep), 0, "%s", strempty(rep.reason));
+}
