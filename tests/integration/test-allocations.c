@@ -8,7 +8,9 @@
  * slot; a controller restart mid-provision resumes; a provision past its
  * deadline fails with agent_timeout and its slots are cleaned; a failed wipe
  * ends release_failed with the slot quarantined and billing stopped, and the
- * retry succeeds; force release and slot verification by an admin.
+ * retry succeeds; force release and slot verification by an admin; a
+ * network's MAC policy ("hardware": the VF's own MAC, "generated": the
+ * controller's) as the allocation shows it.
  *
  * Every wait polls a condition until a generous deadline (a loaded 2-core
  * machine runs these with sanitizers). */
@@ -21,6 +23,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "allocations.h"
 #include "cloud.h"
 
 /* The test's cloud: a failed assertion longjmps past the body, so teardown
@@ -681,5 +684,85 @@ Test(allocations, force_release_needs_a_reason_and_quarantines_until_verified)
         ensure(cloud_slots_in_state(T, T->host, "available") == 8, "verified back to available");
         _cleanup_resp_ HttpResponse *v2 = api_post(T->c, vpath, T->admin.access, NULL);
         assert_error(v2, 409, "invalid_state");
+        ctl_stop_clean(T->c);
+}
+
+/* ---- the network's MAC policy ---- */
+
+/* The MAC the simulated host's VF of the slot has. */
+static char *sim_vf_mac(const char *slot_id)
+{
+        _cleanup_free_ char *path = xasprintf(
+            "%s/var/lib/gpuslice-agent/simulated-host/slots/%s.json", T->host->prefix, slot_id);
+        json_error_t err;
+        json_t *o = json_load_file(path, 0, &err);
+        ensure(o, "%s: %s", path, err.text);
+        const char *mac = json_string_value(json_object_get(json_object_get(o, "vf"), "mac"));
+        char *ret = mac ? strdup(mac) : NULL;
+        json_decref(o);
+        ensure(ret, "%s has a VF MAC", path);
+        return ret;
+}
+
+/* "hardware": the command carries no MAC, the VF keeps its own (the
+ * simulated host's 00:5a:...), and the allocation shows that one once the
+ * agent reported it. The policy is the launch's: a network edited while the
+ * assign waits, then a controller restart that resends the stored command,
+ * change nothing. A "generated" network still gets allocation_slot_mac(). */
+Test(allocations, a_hardware_mac_network_shows_the_vfs_own_mac_and_generated_the_controllers)
+{
+        char listen[64];
+        snprintf(listen, sizeof(listen), "127.0.0.1:%u", free_port());
+        const char *args[] = {"--heartbeat-timeout-s", "8", "--agent-listen", listen, NULL};
+        start(args);
+        Tokens u;
+        cloud_user(T, "macs@example.com", &u, 100000000);
+        _cleanup_free_ char *net_id =
+            cloud_admin_create(T, "/api/v1/admin/networks",
+                               "{\"name\":\"flat-hw\",\"vlan\":0,\"mac_policy\":\"hardware\"}");
+
+        cloud_agent_freeze(T->host, true);
+        _cleanup_free_ char *body = xasprintf("{\"sku_id\":\"%s\",\"gpu_count\":1,\"image_id\":"
+                                              "\"%s\",\"network_id\":\"%s\",\"ssh_key_ids\":[]}",
+                                              T->sku_id, T->image_id, net_id);
+        _cleanup_resp_ HttpResponse *l = cloud_launch(T, u.access, "hw-1", body);
+        ensure(l->status == 202, "%ld %s", l->status, l->body);
+        char id[64];
+        snprintf(id, sizeof(id), "%s", jstr(l, "allocation.id"));
+        ensure(json_is_null(jget(l, "allocation.macs.0")), "unknown until reported: %s", l->body);
+
+        _cleanup_free_ char *path = xasprintf("/api/v1/admin/networks/%s", net_id);
+        HttpRequest rq = {.method = "PATCH",
+                          .path = path,
+                          .bearer = T->admin.access,
+                          .body = "{\"mac_policy\":\"generated\"}"};
+        _cleanup_resp_ HttpResponse *p = http_send(T->c, &rq);
+        ensure(p->status == 200, "%ld %s", p->status, p->body);
+        ctl_kill9(T->c);
+        ctl_start_or_fail(T->c);
+        cloud_agent_freeze(T->host, false);
+        ensure(cloud_node_online(T, T->host, true), "the agent came back");
+
+        _cleanup_resp_ HttpResponse *a = cloud_alloc_wait(T, u.access, id, "active");
+        const char *slot_id = jstr(a, "slots.0.id");
+        ensure(slot_id, "%s", a->body);
+        _cleanup_free_ char *vf_mac = sim_vf_mac(slot_id);
+        const char *mac = jstr(a, "macs.0");
+        ensure(mac && streq(mac, vf_mac), "the VF's own MAC %s: %s", vf_mac, a->body);
+        ensure(startswith(mac, "00:5a:"), "the simulated hardware MAC: %s", mac);
+        char generated[18];
+        allocation_slot_mac(id, slot_id, generated);
+        ensure(!streq(mac, generated), "not the generated %s", generated);
+
+        /* The default network generates. */
+        char id2[64];
+        cloud_launch_active(T, &u, 1, "gen-1", id2);
+        _cleanup_resp_ HttpResponse *g = cloud_alloc_get(T, u.access, id2);
+        const char *slot2 = jstr(g, "slots.0.id");
+        ensure(slot2, "%s", g->body);
+        allocation_slot_mac(id2, slot2, generated);
+        ensure(streq_ptr(jstr(g, "macs.0"), generated), "%s: %s", generated, g->body);
+        _cleanup_free_ char *vf2 = sim_vf_mac(slot2);
+        ensure(streq(vf2, generated), "the VF has it: %s", vf2);
         ctl_stop_clean(T->c);
 }
