@@ -760,6 +760,22 @@ static void scenario_netdevsim(void)
         r = vf_config_read(ifname, 0, &got);
         check(r == 0 && got.vlan == 0, "VF 0 is untouched (vlan %u)", got.vlan);
 
+        /* keep_mac (a "hardware" network): the MAC is left alone and read back. */
+        VfConfig keep = want, kept;
+        keep.keep_mac = true;
+        keep.vlan = 200;
+        memset(keep.mac, 0xff, 6); /* not looked at */
+        r = vf_config_apply_read(ifname, 1, &keep, &kept);
+        check(r == 0 && kept.vlan == 200 && memcmp(kept.mac, want.mac, 6) == 0,
+              "keep_mac: VLAN 200 applied, the MAC left as it was and read back (%s)", err(r));
+        r = vf_config_apply_read(ifname, 2, &keep, &kept);
+        check(r == 0 && vf_mac_is_zero(kept.mac),
+              "keep_mac on a VF never given a MAC reads back the zero MAC (netdevsim gives none; "
+              "slot_assign then fails it) (%s)",
+              err(r));
+        r = vf_config_apply(ifname, 1, &want);
+        check(r == 0, "VF 1 back to the first config (%s)", err(r));
+
         VfConfig bad = want;
         vf_mac_parse("01:00:5e:00:00:01", bad.mac);
         r = vf_config_apply(ifname, 1, &bad);
