@@ -397,6 +397,7 @@ struct AllocHost {
         bool simulated;
         SimulatedHost *sim;
         char *root, *hook_dir, *hook, *runtime_dir, *public_address, *gpu_host_driver;
+        char *state_dir; /* the VFs' baseline MACs (vf-baseline.h) */
         unsigned step_timeout_ms, hook_timeout_ms, wipe_timeout_ms;
         AllocVfPlan *vf_plan; /* pf strings owned */
         size_t n_vf_plan;
@@ -428,6 +429,7 @@ int alloc_host_new(const AllocHostOptions *o, AllocHost **ret)
                 return log_error_errno(-EINVAL, "hook must be a file name in hook_dir, not '%s'",
                                        o->hook);
         if (strdup_or_null(o->root ? o->root : "/", &h->root) < 0 ||
+            strdup_or_null(o->state_dir, &h->state_dir) < 0 ||
             strdup_or_null(o->hook_dir, &h->hook_dir) < 0 ||
             strdup_or_null(o->hook, &h->hook) < 0 ||
             strdup_or_null(o->public_address, &h->public_address) < 0 ||
@@ -458,6 +460,7 @@ AllocHost *alloc_host_free(AllocHost *h)
                 return NULL;
         simulated_host_free(h->sim);
         free(h->root);
+        free(h->state_dir);
         free(h->hook_dir);
         free(h->hook);
         free(h->runtime_dir);
@@ -525,6 +528,7 @@ static void slot_spec(AllocHost *h, const AllocRequest *req, const AllocSlot *s,
             .nic_ifname = ifname,
             .nic_num_vfs = s->nic ? planned_vfs(h, s->nic, s->vf_index + 1) : 0,
             .vf_index = s->vf_index,
+            .state_dir = h->state_dir,
             .nvme = s->nvme,
             .hook_dir = h->hook_dir,
             .hook = NULL, /* the allocation's hook runs once, outside the slots */

@@ -14,6 +14,7 @@
 #include "pci-sysfs.h"
 #include "simulate.h"
 #include "timeutil.h"
+#include "vf-baseline.h"
 
 #ifndef GPUSLICE_HOOKDIR
 #define GPUSLICE_HOOKDIR "/usr/libexec/gpuslice/hooks"
@@ -363,16 +364,15 @@ static void vf_config_store(json_t *vf, const VfConfig *c)
         set_str(vf, "link_state", c->link_state <= 2 ? link[c->link_state] : "unknown");
 }
 
-/* The MAC VF vf_index has now, as a PF would report it: the one configured
- * on it (the slot's record), else its hardware MAC (nics/<pf>.json
- * "hardware_macs": {"<index>": "aa:..."} when there, else
- * simulated_vf_hardware_mac()). */
+/* The MAC VF vf_index has now, as a PF would report it: the last one set on
+ * it (the slot's record; the zero MAC too, as a real PF keeps it), else,
+ * never set, its hardware MAC (nics/<pf>.json "hardware_macs": {"<index>":
+ * "aa:..."} when there, else simulated_vf_hardware_mac()). */
 static int current_mac(Run *run, json_t *vf, uint8_t ret[6])
 {
         const SlotSpec *s = run->s;
         char key[16];
-        if (vf_mac_parse(json_string_value(json_object_get(vf, "mac")), ret) >= 0 &&
-            !vf_mac_is_zero(ret))
+        if (vf_mac_parse(json_string_value(json_object_get(vf, "mac")), ret) >= 0)
                 return 0;
         json_t *nic = state_load(run->h, "nics", s->nic_pf);
         snprintf(key, sizeof(key), "%u", s->vf_index);
@@ -381,6 +381,21 @@ static int current_mac(Run *run, json_t *vf, uint8_t ret[6])
         int r = hw ? vf_mac_parse(hw, ret) : simulated_vf_hardware_mac(s->nic_pf, s->vf_index, ret);
         json_decref(nic);
         return r;
+}
+
+/* As slot_assign(): before the VF is configured, the MAC it has is recorded
+ * as its own the first time (vf-baseline.h, under the agent's state_dir).
+ * 1 when recorded now, 0 when already recorded, -errno. */
+static int first_sight(Run *run, json_t *vf)
+{
+        const SlotSpec *s = run->s;
+        uint8_t mac[6];
+        int r = vf_baseline_recorded(s->state_dir, s->nic_pf, s->vf_index);
+        if (r != 0)
+                return r < 0 ? r : 0;
+        if ((r = current_mac(run, vf, mac)) < 0)
+                return r;
+        return vf_baseline_first_sight(s->state_dir, s->nic_pf, s->vf_index, mac, &s->vf);
 }
 
 /* The VF of the slot, when the PF has it (virtfn<index> exists). */
@@ -455,7 +470,16 @@ int simulated_slot_assign(SimulatedHost *h, const SlotSpec *s, SlotReport *rep)
                 if ((r = record(&run, SLOT_STEP_CREATE_VFS, r, "%s", detail)) < 0)
                         goto out;
 
-                r = fault(&run, SLOT_STEP_CONFIGURE_VF, step_timeout(s), detail, sizeof(detail));
+                /* The record comes first; a configure_vf fault then fails the
+                 * set after it, as a crash between the two would. */
+                r = first_sight(&run, vf);
+                bool recorded = r > 0;
+                if (r < 0)
+                        snprintf(detail, sizeof(detail), "vf %u of %s: recording its own MAC: %s",
+                                 s->vf_index, s->nic_pf, strerror(-r));
+                else
+                        r = fault(&run, SLOT_STEP_CONFIGURE_VF, step_timeout(s), detail,
+                                  sizeof(detail));
                 if (r == 0) {
                         /* What the kernel would refuse (multicast MAC, VLAN > 4094). */
                         VfConfig c = s->vf;
@@ -473,12 +497,13 @@ int simulated_slot_assign(SimulatedHost *h, const SlotSpec *s, SlotReport *rep)
                         }
                         char mac[18];
                         vf_mac_format(c.mac, mac);
-                        snprintf(detail, sizeof(detail), "vf %u of %s: %s%s%s (simulated)",
+                        snprintf(detail, sizeof(detail), "vf %u of %s: %s%s%s%s (simulated)",
                                  s->vf_index, s->nic_pf,
                                  no_mac  ? "the VF has no hardware MAC (00:00:00:00:00:00)"
                                  : r < 0 ? strerror(-r)
                                          : "ok, mac ",
-                                 r < 0 ? "" : mac, r == 0 && c.keep_mac ? " (hardware)" : "");
+                                 r < 0 ? "" : mac, r == 0 && c.keep_mac ? " (hardware)" : "",
+                                 recorded ? "; its own MAC recorded as its baseline" : "");
                 }
                 if ((r = record(&run, SLOT_STEP_CONFIGURE_VF, r, "%s", detail)) < 0)
                         goto out;
@@ -594,15 +619,21 @@ int simulated_slot_teardown(SimulatedHost *h, const SlotSpec *s, SlotReport *rep
                         goto out;
         }
 
-        /* 4. VF config back to the baseline. */
+        /* 4. VF config back to the baseline, with the VF's own MAC as first
+         *    seen (zero without a record). */
         if (s->nic_pf) {
                 VfConfig base;
-                vf_config_baseline(&base);
+                char mac[18];
+                bool known = vf_baseline_config(s->state_dir, s->nic_pf, s->vf_index, &base) >= 0;
+                vf_mac_format(base.mac, mac);
                 r = fault(&run, SLOT_STEP_RESET_VF_CONFIG, step_timeout(s), detail, sizeof(detail));
                 if (r == 0)
                         vf_config_store(vf, &base);
-                if ((r = record(&run, SLOT_STEP_RESET_VF_CONFIG, r, "vf %u of %s: %s", s->vf_index,
-                                s->nic_pf, r < 0 ? detail : "baseline (simulated)")) < 0)
+                if ((r = record(&run, SLOT_STEP_RESET_VF_CONFIG, r, "vf %u of %s: %s%s%s%s",
+                                s->vf_index, s->nic_pf, r < 0 ? detail : "baseline, mac ",
+                                r < 0 ? "" : mac,
+                                r < 0 || known ? "" : " (no record of the VF's own MAC)",
+                                r < 0 ? "" : " (simulated)")) < 0)
                         goto out;
         }
 

@@ -14,6 +14,9 @@
  *                          resets, state, timestamps
  *   faults                 fault injection, read by every step when it runs
  *
+ * The VFs' own MACs are recorded where slot_assign() records them,
+ * <spec->state_dir>/vf-baselines (vf-baseline.h), by the same code.
+ *
  * faults holds one rule per line ('#' starts a comment):
  *
  *   <step>                 the step fails (its contract reason, e.g.
@@ -69,7 +72,10 @@ int simulated_vf_address(const char *pf, unsigned index, char buf[static 16]);
  * keeps it): 00:5a:<bus>:<dev << 3 | fn>:00:<index> of its PF, unless
  * nics/<pf>.json names another in "hardware_macs": {"<index>": "aa:..."}
  * (a zero one makes the assignment fail, as on a PF that gives VFs none).
- * Teardown's baseline (zero MAC) brings it back. */
+ * It is what the VF reports until a MAC is set on it; from then on, as on a
+ * real PF, the last MAC set (the zero one too). Teardown sets the MAC first
+ * seen (vf-baseline.h), so the hardware MAC comes back after a "generated"
+ * allocation. */
 int simulated_vf_hardware_mac(const char *pf, unsigned index, uint8_t ret[6]);
 
 /* The runtime hooks shipped with the agent (hooks/ of the source tree):

@@ -11,6 +11,7 @@
 #include "pci-sysfs.h"
 #include "sriov.h"
 #include "sysfs-path.h"
+#include "vf-baseline.h"
 
 #define VFIO_DRIVER "vfio-pci"
 
@@ -128,6 +129,21 @@ static int find_vf(const SlotSpec *s, SlotReport *rep)
         return 0;
 }
 
+/* Before the VF is configured: the MAC it has is recorded as its own the
+ * first time (vf-baseline.h), so a re-run after a crash between the record
+ * and the set finds the record and never takes the tenant's MAC for it.
+ * 1 when recorded now, 0 when already recorded, -errno. */
+static int first_sight(const SlotSpec *s)
+{
+        VfConfig now;
+        int r = vf_baseline_recorded(s->state_dir, s->nic_pf, s->vf_index);
+        if (r != 0)
+                return r < 0 ? r : 0;
+        if ((r = vf_config_read(s->nic_ifname, s->vf_index, &now)) < 0)
+                return r;
+        return vf_baseline_first_sight(s->state_dir, s->nic_pf, s->vf_index, now.mac, &s->vf);
+}
+
 int slot_assign(const SlotSpec *s, SlotReport *rep)
 {
         unsigned t = step_timeout(s);
@@ -162,8 +178,10 @@ int slot_assign(const SlotSpec *s, SlotReport *rep)
                         return r;
 
                 VfConfig got = {0};
-                r = s->nic_ifname ? vf_config_apply_read(s->nic_ifname, s->vf_index, &s->vf, &got)
-                                  : -EINVAL;
+                r = s->nic_ifname ? first_sight(s) : -EINVAL;
+                bool recorded = r > 0;
+                if (r >= 0)
+                        r = vf_config_apply_read(s->nic_ifname, s->vf_index, &s->vf, &got);
                 /* "hardware" MAC policy: the VF keeps its own MAC, so it must
                  * have one; a zero MAC would leave the tenant without any. */
                 bool no_mac = r >= 0 && s->vf.keep_mac && vf_mac_is_zero(got.mac);
@@ -171,12 +189,13 @@ int slot_assign(const SlotSpec *s, SlotReport *rep)
                         r = -EADDRNOTAVAIL;
                 char mac[18];
                 vf_mac_format(got.mac, mac);
-                r = record(rep, SLOT_STEP_CONFIGURE_VF, r, "%s vf %u: %s%s%s",
+                r = record(rep, SLOT_STEP_CONFIGURE_VF, r, "%s vf %u: %s%s%s%s",
                            strempty(s->nic_ifname), s->vf_index,
                            no_mac  ? "the VF has no hardware MAC (00:00:00:00:00:00)"
                            : r < 0 ? strerror(-r)
                                    : "ok, mac ",
-                           r < 0 ? "" : mac, r >= 0 && s->vf.keep_mac ? " (hardware)" : "");
+                           r < 0 ? "" : mac, r >= 0 && s->vf.keep_mac ? " (hardware)" : "",
+                           recorded ? "; its own MAC recorded as its baseline" : "");
                 if (r < 0)
                         return r;
                 memcpy(rep->mac, got.mac, 6);
@@ -294,11 +313,16 @@ int slot_teardown(const SlotSpec *s, SlotReport *rep)
 
         /* 4. Nothing of the tenant's network identity stays on the VF. */
         if (s->nic_pf) {
+                /* The VF's own MAC back, as first seen (zero without a record). */
                 VfConfig base;
-                vf_config_baseline(&base);
+                char mac[18];
+                bool known = vf_baseline_config(s->state_dir, s->nic_pf, s->vf_index, &base) >= 0;
+                vf_mac_format(base.mac, mac);
                 r = s->nic_ifname ? vf_config_apply(s->nic_ifname, s->vf_index, &base) : -EINVAL;
-                r = record(rep, SLOT_STEP_RESET_VF_CONFIG, r, "%s vf %u: %s",
-                           strempty(s->nic_ifname), s->vf_index, r < 0 ? strerror(-r) : "baseline");
+                r = record(rep, SLOT_STEP_RESET_VF_CONFIG, r, "%s vf %u: %s%s%s",
+                           strempty(s->nic_ifname), s->vf_index,
+                           r < 0 ? strerror(-r) : "baseline, mac ", r < 0 ? "" : mac,
+                           r < 0 || known ? "" : " (no record of the VF's own MAC)");
                 if (r < 0)
                         return r;
         }

@@ -7,14 +7,16 @@
  * run again from the top; each reports a machine-readable reason from the API
  * contract when it fails.
  *
- * Assignment: VFs present on the NIC PF -> VF config (MAC, VLAN, spoofchk on,
- * trust off, link) -> VF to vfio-pci -> NVMe controller to vfio-pci -> GPUs to
- * vfio-pci -> workload start hook.
+ * Assignment: VFs present on the NIC PF -> VF config (its own MAC recorded
+ * the first time, then MAC, VLAN, spoofchk on, trust off, link) -> VF to
+ * vfio-pci -> NVMe controller to vfio-pci -> GPUs to vfio-pci -> workload
+ * start hook.
  * Teardown: workload stop hook -> FLR of every function -> NVMe back to the
- * nvme driver and wiped -> VF config to baseline -> rebind (VF parked without
- * a driver, GPUs to their host driver). It stops at the first failure: the
- * slot is then quarantined and the allocation release_failed; only a teardown
- * whose every step succeeded makes the slot available again. */
+ * nvme driver and wiped -> VF config to baseline (with the VF's recorded
+ * MAC) -> rebind (VF parked without a driver, GPUs to their host driver).
+ * It stops at the first failure: the slot is then quarantined and the
+ * allocation release_failed; only a teardown whose every step succeeded
+ * makes the slot available again. */
 
 #include <stddef.h>
 
@@ -48,7 +50,10 @@ typedef struct {
         const char *nic_ifname;      /* its netdev, for rtnetlink */
         unsigned nic_num_vfs;        /* the node's planned VF count on that PF */
         unsigned vf_index;
-        VfConfig vf;      /* the tenant's VF settings */
+        VfConfig vf; /* the tenant's VF settings */
+        /* the agent's state directory: the VF's baseline MAC is recorded
+         * there (vf-baseline.h); required with nic_pf */
+        const char *state_dir;
         const char *nvme; /* PCI address of the slot's NVMe controller, or NULL */
         const char *hook_dir;
         const char *hook; /* hook name under hook_dir, or NULL for none */

@@ -328,7 +328,8 @@ Test(alloc, assign_then_release_an_allocation_of_two_slots)
         cr_expect_str_eq(str_at(d1, "state"), "available");
         cr_expect(json_is_null(json_object_get(d1, "allocation_id")));
         vf = json_object_get(d1, "vf");
-        cr_expect_str_eq(str_at(vf, "mac"), "00:00:00:00:00:00", "baseline MAC");
+        cr_expect_str_eq(str_at(vf, "mac"), "00:5a:d5:00:00:00",
+                         "the baseline: the VF's own MAC, as first seen, back");
         cr_expect_eq(json_integer_value(json_object_get(vf, "vlan")), 0);
         cr_expect_str_eq(str_at(vf, "link_state"), "disable");
         cr_expect(json_is_null(json_object_get(vf, "driver")), "the VF is parked");
@@ -646,6 +647,9 @@ Test(alloc, bad_bodies_are_refused_with_nothing_touched)
 #define SLOT_D1_HW                                                                                 \
         "{\"slot_id\":\"slt_d1\",\"slot_key\":\"slot-0000:d1:00.0\",\"gpus\":[\"0000:d1:00.0\"],"  \
         "\"nic\":\"0000:d5:00.0\",\"vf_index\":0,\"nvme\":\"0000:9a:00.0\",\"mac\":null}"
+#define SLOT_D6_HW                                                                                 \
+        "{\"slot_id\":\"slt_d6\",\"slot_key\":\"slot-0000:d6:00.0\",\"gpus\":[\"0000:d6:00.0\"],"  \
+        "\"nic\":\"0000:d5:00.0\",\"vf_index\":1,\"nvme\":\"0000:9b:00.0\",\"mac\":null}"
 
 Test(alloc, a_nil_mac_keeps_the_vfs_own_and_the_result_reports_it)
 {
@@ -669,16 +673,18 @@ Test(alloc, a_nil_mac_keeps_the_vfs_own_and_the_result_reports_it)
         cr_expect_str_eq(str_at(vf, "link_state"), "enable");
         json_decref(c1);
 
-        /* A release may name the MAC as nil too; the baseline is the same. */
+        /* A release may name the MAC as nil too; the baseline puts the VF's
+         * own MAC (recorded at first sight) back. */
         r = release("cmd_h2", "alc_hw", SLOT_C1_HW "," SLOT_D1_HW);
         expect_ok(r);
         cr_expect_null(json_object_get(slot_result(r, 0), "mac"), "assign only");
         json_decref(r);
         c1 = sim_slot("slt_c1");
-        cr_expect_str_eq(str_at(json_object_get(c1, "vf"), "mac"), "00:00:00:00:00:00");
+        cr_expect_str_eq(str_at(json_object_get(c1, "vf"), "mac"), "00:5a:c5:00:00:00");
         json_decref(c1);
 
-        /* The next tenant with a generated MAC on the same VF gets it. */
+        /* The next tenant with a generated MAC on the same VF gets it, and
+         * the one after, on a "hardware" network, the VF's own again. */
         r = assign("cmd_h3", "alc_gen", SLOT_C1);
         expect_ok(r);
         cr_expect_str_eq(str_at(slot_result(r, 0), "mac"), "02:00:00:00:00:03");
@@ -686,16 +692,24 @@ Test(alloc, a_nil_mac_keeps_the_vfs_own_and_the_result_reports_it)
         r = release("cmd_h4", "alc_gen", SLOT_C1);
         expect_ok(r);
         json_decref(r);
+        r = assign("cmd_h4a", "alc_hw2", SLOT_C1_HW);
+        expect_ok(r);
+        cr_expect_str_eq(str_at(slot_result(r, 0), "mac"), "00:5a:c5:00:00:00");
+        json_decref(r);
+        r = release("cmd_h4b", "alc_hw2", SLOT_C1_HW);
+        expect_ok(r);
+        json_decref(r);
 
-        /* A VF its PF gives no MAC fails the assignment with a clear reason. */
+        /* A VF its PF gives no MAC (never configured before) fails the
+         * assignment with a clear reason. */
         char p[512];
-        snprintf(p, sizeof(p), "%s/simulated-host/nics/0000:c5:00.0.json", ap.state_dir);
+        snprintf(p, sizeof(p), "%s/simulated-host/nics/0000:d5:00.0.json", ap.state_dir);
         json_t *nic = json_load_file(p, 0, NULL);
         cr_assert(nic);
-        json_object_set_new(nic, "hardware_macs", json_pack("{s:s}", "0", "00:00:00:00:00:00"));
+        json_object_set_new(nic, "hardware_macs", json_pack("{s:s}", "1", "00:00:00:00:00:00"));
         cr_assert_eq(json_dump_file(nic, p, 0), 0);
         json_decref(nic);
-        r = assign("cmd_h5", "alc_nomac", SLOT_C1_HW);
+        r = assign("cmd_h5", "alc_nomac", SLOT_D6_HW);
         expect_failed(r, "vf_config_failed");
         json_t *s0 = slot_result(r, 0);
         cr_expect_str_eq(str_at(s0, "reason"), "vf_config_failed");

@@ -2,23 +2,27 @@
 /* The simulated host's slot steps: the same order, reasons and SR-IOV rules
  * as slot_assign()/slot_teardown() (a non-zero VF count never changes, more
  * than the total is refused), its state files, and the fault rules (a step
- * name, hang:, @id, comments) read again by every step. The daemon's use of
- * it is in test-alloc-ops.c. */
+ * name, hang:, @id, comments) read again by every step, and the VF's own MAC
+ * recorded at first sight and put back by every teardown. The daemon's use
+ * of it is in test-alloc-ops.c. */
 
 #include <jansson.h>
 
 #include "hostops-test.h"
 #include "pci-sysfs.h"
 #include "simulated-ops.h"
+#include "vf-baseline.h"
 
 #define T(name) Test(simulated_ops, name, .init = setup, .fini = teardown, .timeout = 30)
 
 static SimulatedHost *sim;
+static char state_dir[512]; /* the agent's: simulated-host/ and vf-baselines/ */
 
 static void setup(void)
 {
         tree_init();
-        cr_assert_eq(simulated_host_open(tpath("state"), &sim), 0);
+        snprintf(state_dir, sizeof(state_dir), "%s", tpath("state"));
+        cr_assert_eq(simulated_host_open(state_dir, &sim), 0);
 }
 
 static void teardown(void)
@@ -40,6 +44,7 @@ static SlotSpec spec(const char *slot, unsigned vf_index)
                       .nic_pf = "0000:d5:00.0",
                       .nic_num_vfs = 2,
                       .vf_index = vf_index,
+                      .state_dir = state_dir,
                       .nvme = "0000:9a:00.0",
                       .step_timeout_ms = 300};
         vf_mac_parse("02:00:00:00:00:01", s.vf.mac);
@@ -226,7 +231,7 @@ T(keep_mac_leaves_the_vfs_own_mac_reports_it_and_fails_without_one)
         cr_expect_str_eq(json_string_value(json_object_get(vf, "link_state")), "enable");
         json_decref(slot);
 
-        /* After the baseline (zero MAC) the VF has its own again. */
+        /* After the baseline (its own MAC, as first seen) the VF has it again. */
         cr_assert_eq(simulated_slot_teardown(sim, &s, &rep), 0, "%s", strempty(rep.reason));
         cr_assert_eq(simulated_slot_assign(sim, &s, &rep), 0, "%s", strempty(rep.reason));
         vf_mac_format(rep.mac, mac);
@@ -247,4 +252,137 @@ T(keep_mac_leaves_the_vfs_own_mac_reports_it_and_fails_without_one)
         /* With a MAC of the controller's it works. */
         s.vf.keep_mac = false;
         cr_expect_eq(simulated_slot_assign(sim, &s, &rep), 0, "%s", strempty(rep.reason));
+}
+
+/* The MAC the simulated VF of slot has now (its slot record). */
+static const char *vf_mac_now(const char *slot)
+{
+        static char buf[18];
+        json_t *j = state("slots", slot);
+        snprintf(buf, sizeof(buf), "%s",
+                 strempty(json_string_value(json_object_get(json_object_get(j, "vf"), "mac"))));
+        json_decref(j);
+        return buf;
+}
+
+/* The VF's recorded baseline MAC, "" when none. */
+static const char *baseline(const char *pf, unsigned index)
+{
+        static char buf[18];
+        uint8_t m[6];
+        buf[0] = '\0';
+        if (vf_baseline_load(state_dir, pf, index, m) == 0)
+                vf_mac_format(m, buf);
+        return buf;
+}
+
+static const char *step_detail(const SlotReport *rep, SlotStep step)
+{
+        for (size_t i = 0; i < rep->n_steps; i++)
+                if (rep->steps[i].step == step)
+                        return rep->steps[i].detail;
+        return "";
+}
+
+T(the_vfs_own_mac_is_recorded_at_first_sight_and_every_teardown_puts_it_back)
+{
+        SlotSpec gen = spec("slt_a", 1), hw = spec("slt_a", 1);
+        hw.vf.keep_mac = true;
+        SlotReport rep;
+        char mac[18];
+
+        /* A "generated" allocation first: the VF's own MAC is recorded before
+         * the tenant's is set. */
+        cr_expect_str_eq(baseline("0000:d5:00.0", 1), "", "never seen");
+        cr_assert_eq(simulated_slot_assign(sim, &gen, &rep), 0, "%s", strempty(rep.reason));
+        cr_expect_str_eq(baseline("0000:d5:00.0", 1), "00:5a:d5:00:00:01");
+        cr_expect(strstr(step_detail(&rep, SLOT_STEP_CONFIGURE_VF), "recorded"), "%s",
+                  step_detail(&rep, SLOT_STEP_CONFIGURE_VF));
+        cr_expect_str_eq(vf_mac_now("slt_a"), "02:00:00:00:00:01");
+
+        /* Applied again (the command re-run after a restart): the VF carries
+         * the tenant's MAC now, the record stays. */
+        cr_assert_eq(simulated_slot_assign(sim, &gen, &rep), 0);
+        cr_expect_str_eq(baseline("0000:d5:00.0", 1), "00:5a:d5:00:00:01", "never overwritten");
+        cr_expect(!strstr(step_detail(&rep, SLOT_STEP_CONFIGURE_VF), "recorded"));
+
+        /* The teardown puts the VF's own MAC back, not the zero MAC. */
+        cr_assert_eq(simulated_slot_teardown(sim, &gen, &rep), 0, "%s", strempty(rep.reason));
+        cr_expect_str_eq(vf_mac_now("slt_a"), "00:5a:d5:00:00:01");
+        cr_expect(strstr(step_detail(&rep, SLOT_STEP_RESET_VF_CONFIG), "00:5a:d5:00:00:01"), "%s",
+                  step_detail(&rep, SLOT_STEP_RESET_VF_CONFIG));
+
+        /* So the next "hardware" allocation on that VF gets it, and again
+         * after its own teardown. */
+        for (int i = 0; i < 2; i++) {
+                cr_assert_eq(simulated_slot_assign(sim, &hw, &rep), 0, "%s", strempty(rep.reason));
+                vf_mac_format(rep.mac, mac);
+                cr_expect_str_eq(mac, "00:5a:d5:00:00:01", "round %d", i);
+                cr_assert_eq(simulated_slot_teardown(sim, &hw, &rep), 0);
+                cr_expect_str_eq(vf_mac_now("slt_a"), "00:5a:d5:00:00:01");
+        }
+
+        /* Another slot id on the same VF (the node enrolled again) finds the
+         * same record. */
+        SlotSpec other = spec("slt_z", 1);
+        cr_assert_eq(simulated_slot_assign(sim, &other, &rep), 0);
+        cr_assert_eq(simulated_slot_teardown(sim, &other, &rep), 0);
+        cr_expect_str_eq(vf_mac_now("slt_z"), "00:5a:d5:00:00:01");
+}
+
+/* A crash between the record and the set (here: the set fails after the
+ * record) leaves the record of the VF's own MAC; the re-run sets the tenant's
+ * without recording it. */
+T(a_rerun_after_a_failure_between_record_and_set_keeps_the_first_record)
+{
+        SlotSpec s = spec("slt_a", 0);
+        SlotReport rep;
+        faults("configure_vf\n");
+        cr_expect_eq(simulated_slot_assign(sim, &s, &rep), -EIO);
+        cr_expect_str_eq(rep.reason, "vf_config_failed");
+        cr_expect_str_eq(baseline("0000:d5:00.0", 0), "00:5a:d5:00:00:00", "recorded first");
+        cr_expect_str_eq(vf_mac_now("slt_a"), "", "nothing set");
+
+        faults("");
+        cr_assert_eq(simulated_slot_assign(sim, &s, &rep), 0, "%s", strempty(rep.reason));
+        cr_expect_str_eq(vf_mac_now("slt_a"), "02:00:00:00:00:01");
+        cr_expect_str_eq(baseline("0000:d5:00.0", 0), "00:5a:d5:00:00:00");
+        cr_assert_eq(simulated_slot_teardown(sim, &s, &rep), 0);
+        cr_expect_str_eq(vf_mac_now("slt_a"), "00:5a:d5:00:00:00");
+}
+
+/* The record lost (the state directory was): a re-run that finds the
+ * tenant's MAC on the VF records nothing, and the teardown falls back to the
+ * zero MAC, saying so. */
+T(without_a_record_the_tenants_mac_is_never_taken_for_the_vfs_own)
+{
+        SlotSpec s = spec("slt_a", 0);
+        SlotReport rep;
+        cr_assert_eq(simulated_slot_assign(sim, &s, &rep), 0);
+        char *path = NULL;
+        cr_assert_eq(vf_baseline_path(state_dir, "0000:d5:00.0", 0, &path), 0);
+        cr_assert_eq(unlink(path), 0);
+        free(path);
+
+        cr_assert_eq(simulated_slot_assign(sim, &s, &rep), 0, "%s", strempty(rep.reason));
+        cr_expect_str_eq(baseline("0000:d5:00.0", 0), "", "02:00:00:00:00:01 is not recorded");
+        cr_assert_eq(simulated_slot_teardown(sim, &s, &rep), 0, "%s", strempty(rep.reason));
+        cr_expect_str_eq(vf_mac_now("slt_a"), "00:00:00:00:00:00");
+        cr_expect(strstr(step_detail(&rep, SLOT_STEP_RESET_VF_CONFIG), "no record"), "%s",
+                  step_detail(&rep, SLOT_STEP_RESET_VF_CONFIG));
+}
+
+/* A VF its PF gives no MAC: zero is its own, and the baseline stays zero. */
+T(a_vf_first_seen_without_a_mac_is_parked_with_the_zero_mac)
+{
+        tput("state/simulated-host/nics/0000:d5:00.0.json",
+             "{\"hardware_macs\": {\"0\": \"00:00:00:00:00:00\"}}");
+        SlotSpec s = spec("slt_a", 0);
+        SlotReport rep;
+        cr_assert_eq(simulated_slot_assign(sim, &s, &rep), 0, "%s", strempty(rep.reason));
+        cr_expect_str_eq(baseline("0000:d5:00.0", 0), "00:00:00:00:00:00");
+        cr_assert_eq(simulated_slot_teardown(sim, &s, &rep), 0);
+        cr_expect_str_eq(vf_mac_now("slt_a"), "00:00:00:00:00:00");
+        s.vf.keep_mac = true;
+        cr_expect_eq(simulated_slot_assign(sim, &s, &rep), -EADDRNOTAVAIL, "still none to keep");
 }

@@ -51,8 +51,8 @@ mkdir -p "$st"/{bin,sbin,proc,sys,dev,tmp,lib,lib64,usr/lib}
 
 # The guest program: the agent's host-operation modules, no sanitizers.
 srcs=()
-for m in pci-sysfs sriov pci-bind pci-reset nvme-wipe vf-config hooks slot-ops sysfs-path \
-        alloc-ops simulated-ops; do
+for m in pci-sysfs sriov pci-bind pci-reset nvme-wipe vf-config vf-baseline hooks slot-ops \
+        sysfs-path alloc-ops simulated-ops; do
         srcs+=("$src/agent/$m.c")
 done
 # alloc-ops reads command bodies (the protocol codec) and logs.
