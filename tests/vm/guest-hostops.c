@@ -25,6 +25,7 @@
 #include "slot-ops.h"
 #include "sriov.h"
 #include "sysfs-path.h"
+#include "vf-baseline.h"
 #include "vf-config.h"
 
 static const char *root = "/";
@@ -784,6 +785,45 @@ static void scenario_netdevsim(void)
         check(r == -EINVAL, "the kernel refuses VF 7 of 4 with EINVAL (%s)", err(r));
         r = vf_config_read(ifname, 1, &got);
         check(r == 0 && !vf_config_diff(&want, &got), "the refused changes left VF 1 as it was");
+
+        /* Teardown's baseline with the VF's own MAC (vf-baseline.h). VF 3
+         * stands in for a VF with a firmware-assigned MAC: netdevsim gives
+         * none, so one is set first. Records are keyed by a PCI address;
+         * netdevsim has none, any stands in. */
+        VfConfig fw, tenant = want, restore, hw = want;
+        uint8_t own[6], rec[6];
+        vf_config_baseline(&fw);
+        vf_mac_parse("00:5a:ee:00:00:03", own);
+        memcpy(fw.mac, own, 6);
+        vf_mac_parse("02:00:5e:10:00:03", tenant.mac);
+        r = vf_config_apply(ifname, 3, &fw);
+        if (r == 0)
+                r = vf_config_read(ifname, 3, &got);
+        if (r == 0)
+                r = vf_baseline_first_sight("/tmp/vfb-state", "0000:ee:00.0", 3, got.mac, &tenant);
+        check(r == 1 && memcmp(got.mac, own, 6) == 0,
+              "first sight of VF 3 records the MAC it has, 00:5a:ee:00:00:03 (%s)", err(r));
+        r = vf_config_apply(ifname, 3, &tenant);
+        if (r == 0)
+                r = vf_config_read(ifname, 3, &got);
+        if (r == 0)
+                r = vf_baseline_first_sight("/tmp/vfb-state", "0000:ee:00.0", 3, got.mac, &tenant);
+        int l = vf_baseline_load("/tmp/vfb-state", "0000:ee:00.0", 3, rec);
+        check(r == 0 && l == 0 && memcmp(rec, own, 6) == 0,
+              "the tenant's MAC set, a later sight records nothing: the record stays (%s)", err(r));
+        r = vf_baseline_config("/tmp/vfb-state", "0000:ee:00.0", 3, &restore);
+        if (r == 0)
+                r = vf_config_apply(ifname, 3, &restore);
+        vf_config_read(ifname, 3, &got);
+        check(r == 0 && memcmp(got.mac, own, 6) == 0 && !vf_config_diff(&restore, &got) &&
+                  got.vlan == 0 && got.link_state == VF_LINK_STATE_DISABLE,
+              "teardown's baseline gives VF 3 its own MAC back over rtnetlink, the rest parked "
+              "(%s)",
+              err(r));
+        hw.keep_mac = true;
+        r = vf_config_apply_read(ifname, 3, &hw, &kept);
+        check(r == 0 && memcmp(kept.mac, own, 6) == 0,
+              "a \"hardware\" configuration after it keeps that MAC (%s)", err(r));
 
         vf_config_baseline(&base);
         r = vf_config_apply(ifname, 1, &base);
