@@ -10,7 +10,8 @@
  * ends release_failed with the slot quarantined and billing stopped, and the
  * retry succeeds; force release and slot verification by an admin; a
  * network's MAC policy ("hardware": the VF's own MAC, "generated": the
- * controller's) as the allocation shows it.
+ * controller's) as the allocation shows it, and the VF's own MAC back after
+ * every release.
  *
  * Every wait polls a condition until a generous deadline (a loaded 2-core
  * machine runs these with sanitizers). */
@@ -704,11 +705,23 @@ static char *sim_vf_mac(const char *slot_id)
         return ret;
 }
 
+/* Releases id and waits for the task to succeed. */
+static void release_wait(const Tokens *u, const char *id)
+{
+        _cleanup_free_ char *rpath = xasprintf("/api/v1/allocations/%s/release", id);
+        _cleanup_resp_ HttpResponse *rel = api_post(T->c, rpath, u->access, NULL);
+        ensure(rel->status == 202, "%ld %s", rel->status, rel->body);
+        _cleanup_resp_ HttpResponse *t = cloud_task_wait(T, u->access, jstr(rel, "task_id"));
+        ensure(streq(jstr(t, "state"), "succeeded"), "release task: %s", t->body);
+}
+
 /* "hardware": the command carries no MAC, the VF keeps its own (the
  * simulated host's 00:5a:...), and the allocation shows that one once the
  * agent reported it. The policy is the launch's: a network edited while the
  * assign waits, then a controller restart that resends the stored command,
- * change nothing. A "generated" network still gets allocation_slot_mac(). */
+ * change nothing. A "generated" network still gets allocation_slot_mac().
+ * After both are released, a "hardware" launch on every slot finds each VF
+ * with its own MAC again (the teardown restores it, not the zero MAC). */
 Test(allocations, a_hardware_mac_network_shows_the_vfs_own_mac_and_generated_the_controllers)
 {
         char listen[64];
@@ -764,5 +777,41 @@ Test(allocations, a_hardware_mac_network_shows_the_vfs_own_mac_and_generated_the
         ensure(streq_ptr(jstr(g, "macs.0"), generated), "%s: %s", generated, g->body);
         _cleanup_free_ char *vf2 = sim_vf_mac(slot2);
         ensure(streq(vf2, generated), "the VF has it: %s", vf2);
+
+        /* Released, each VF has its own MAC back (not the zero MAC), so a
+         * "hardware" launch on every slot shows the same hardware MAC on the
+         * first slot and the VF's own, not the generated one, on the second. */
+        release_wait(&u, id);
+        release_wait(&u, id2);
+        _cleanup_free_ char *back1 = sim_vf_mac(slot_id), *back2 = sim_vf_mac(slot2);
+        ensure(streq(back1, mac), "the hardware MAC back after the release: %s", back1);
+        ensure(startswith(back2, "00:5a:") && !streq(back2, generated),
+               "the VF's own MAC back after a generated one: %s", back2);
+        ensure(cloud_wait_slots(T, T->host, "available", 8), "the slots are available again");
+        _cleanup_free_ char *net2 =
+            cloud_admin_create(T, "/api/v1/admin/networks",
+                               "{\"name\":\"flat-hw-2\",\"vlan\":0,\"mac_policy\":\"hardware\"}");
+        _cleanup_free_ char *all = xasprintf("{\"sku_id\":\"%s\",\"gpu_count\":8,\"image_id\":"
+                                             "\"%s\",\"network_id\":\"%s\",\"ssh_key_ids\":[]}",
+                                             T->sku_id, T->image_id, net2);
+        _cleanup_resp_ HttpResponse *l8 = cloud_launch(T, u.access, "hw-8", all);
+        ensure(l8->status == 202, "%ld %s", l8->status, l8->body);
+        _cleanup_resp_ HttpResponse *a8 =
+            cloud_alloc_wait(T, u.access, jstr(l8, "allocation.id"), "active");
+        bool saw1 = false, saw2 = false;
+        for (size_t i = 0; i < json_array_size(jget(a8, "slots")); i++) {
+                const char *sid =
+                    json_string_value(json_object_get(json_array_get(jget(a8, "slots"), i), "id"));
+                const char *m = json_string_value(json_array_get(jget(a8, "macs"), i));
+                ensure(sid && m && startswith(m, "00:5a:"), "slot %zu: %s", i, a8->body);
+                if (streq(sid, slot_id)) {
+                        saw1 = true;
+                        ensure(streq(m, mac), "the same hardware MAC again %s: %s", mac, m);
+                } else if (streq(sid, slot2)) {
+                        saw2 = true;
+                        ensure(streq(m, back2), "the VF's own after a generated one: %s", m);
+                }
+        }
+        ensure(saw1 && saw2, "every slot: %s", a8->body);
         ctl_stop_clean(T->c);
 }
