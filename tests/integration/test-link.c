@@ -232,28 +232,37 @@ Test(link, another_protocol_version_is_refused_clearly)
         ctl_free(s.c);
 }
 
+/* The silent peer is closed only at the end, after the controller: closing
+ * an nng 1.5.2 socket whose pipe the other side had just dropped corrupted
+ * the test process's nng (a later dial in this process never completed;
+ * once a "panic: pthread_mutex_unlock" from nng; 2-4 failures in 30 runs
+ * under load). The agent dials each connection on a socket of its own with
+ * nng's redial off and closes it off the loop (agent/link.c). */
 Test(link, a_silent_agent_goes_offline_and_comes_back_to_its_state)
 {
         Setup s;
         setup(&s, "2", 0);
         PeerOptions o = peer_opts(&s.n);
         o.heartbeat_ms = 0; /* hung: the connection stays open, nothing is said */
-        TestPeer *p = peer_start(&o);
-        cr_assert(peer_wait_welcomes(p, 1, WAIT_MS), "no welcome:\n%s", ctl_stderr(s.c));
+        o.no_redial = true;
+        TestPeer *silent = peer_start(&o);
+        cr_assert(peer_wait_welcomes(silent, 1, WAIT_MS), "no welcome:\n%s", ctl_stderr(s.c));
         cr_assert(wait_node(&s, "online", "true", WAIT_MS));
         long long t0 = mono_ms();
         cr_assert(wait_node(&s, "state", "offline", WAIT_MS), "never went offline");
         cr_assert_geq(mono_ms() - t0, 1000, "offline before the timeout");
         cr_assert(wait_node(&s, "online", "false", WAIT_MS));
-        peer_stop(p);
         /* a live agent again: back to where it was */
         o.heartbeat_ms = 200;
-        p = peer_start(&o);
-        cr_assert(peer_wait_welcomes(p, 1, WAIT_MS), "no welcome:\n%s", ctl_stderr(s.c));
+        o.no_redial = false;
+        TestPeer *p = peer_start(&o);
+        cr_assert(peer_wait_welcomes(p, 1, WAIT_MS), "no welcome (challenges %d)",
+                  peer_stats(p).challenges);
         cr_assert(wait_node(&s, "state", "enrolled", WAIT_MS));
         cr_assert(wait_node(&s, "online", "true", WAIT_MS));
-        peer_stop(p);
         ctl_stop_clean(s.c);
+        peer_stop(p);
+        peer_stop(silent);
         teardown(&s);
         ctl_free(s.c);
 }

@@ -288,8 +288,8 @@ TestPeer *peer_start(const PeerOptions *o)
         cr_assert_eq(nng_pair1_open(&p->sock), 0);
         nng_socket_set_ms(p->sock, NNG_OPT_RECVTIMEO, 50);
         nng_socket_set_ms(p->sock, NNG_OPT_SENDTIMEO, 1000);
-        nng_socket_set_ms(p->sock, NNG_OPT_RECONNMINT, 100);
-        nng_socket_set_ms(p->sock, NNG_OPT_RECONNMAXT, 300);
+        nng_socket_set_ms(p->sock, NNG_OPT_RECONNMINT, o->no_redial ? 3600000 : 100);
+        nng_socket_set_ms(p->sock, NNG_OPT_RECONNMAXT, o->no_redial ? 3600000 : 300);
         nng_socket_set_size(p->sock, NNG_OPT_RECVMAXSZ, PROTO_MAX_MESSAGE);
         cr_assert_eq(nng_tls_config_alloc(&p->tls, NNG_TLS_MODE_CLIENT), 0);
         cr_assert_eq(nng_tls_config_own_cert(p->tls, o->tls_cert, o->tls_key, NULL), 0);
@@ -303,13 +303,79 @@ TestPeer *peer_start(const PeerOptions *o)
         return p;
 }
 
+/* nng 1.5.2's nng_close can block for good when it races a pipe's teardown
+ * (fixed in later nng); a test must end on its own, so the close runs on a
+ * thread of its own and is waited for a bounded time. A peer whose close
+ * does not return is abandoned (kept reachable, reported on stderr). */
+#define PEER_STOP_MS 15000
+
+static struct {
+        pthread_mutex_t lock;
+        pthread_cond_t cond;
+        TestPeer *abandoned[16];
+        size_t n_abandoned;
+} stops = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, {0}, 0};
+
+typedef struct PeerClose {
+        nng_socket sock;
+        bool done;
+} PeerClose;
+
+static void *close_main(void *arg)
+{
+        PeerClose *c = arg;
+        nng_close(c->sock);
+        pthread_mutex_lock(&stops.lock);
+        c->done = true;
+        pthread_cond_broadcast(&stops.cond);
+        pthread_mutex_unlock(&stops.lock);
+        return NULL;
+}
+
+static bool close_bounded(TestPeer *p)
+{
+        PeerClose *c = calloc(1, sizeof(*c));
+        cr_assert(c);
+        c->sock = p->sock;
+        pthread_t t;
+        cr_assert_eq(pthread_create(&t, NULL, close_main, c), 0);
+        struct timespec until;
+        clock_gettime(CLOCK_REALTIME, &until);
+        until.tv_sec += PEER_STOP_MS / 1000;
+        pthread_mutex_lock(&stops.lock);
+        while (!c->done)
+                if (pthread_cond_timedwait(&stops.cond, &stops.lock, &until) != 0)
+                        break;
+        bool done = c->done;
+        pthread_mutex_unlock(&stops.lock);
+        if (!done) {
+                (void)pthread_detach(t); /* c stays with the thread */
+                return false;
+        }
+        pthread_join(t, NULL);
+        free(c);
+        struct timespec jt;
+        clock_gettime(CLOCK_REALTIME, &jt);
+        jt.tv_sec += PEER_STOP_MS / 1000;
+        return pthread_timedjoin_np(p->thread, NULL, &jt) == 0;
+}
+
 void peer_stop(TestPeer *p)
 {
         if (!p)
                 return;
         p->stop = true;
-        nng_close(p->sock);
-        pthread_join(p->thread, NULL);
+        if (!close_bounded(p)) {
+                fprintf(stderr,
+                        "test-peer: nng_close or the peer thread did not finish in %d ms "
+                        "(nng 1.5.2 close race); the peer is abandoned\n",
+                        PEER_STOP_MS);
+                pthread_mutex_lock(&stops.lock);
+                if (stops.n_abandoned < sizeof(stops.abandoned) / sizeof(stops.abandoned[0]))
+                        stops.abandoned[stops.n_abandoned++] = p;
+                pthread_mutex_unlock(&stops.lock);
+                return;
+        }
         nng_tls_config_free(p->tls);
         pthread_mutex_destroy(&p->lock);
         free(p->discovery_text);

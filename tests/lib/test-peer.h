@@ -52,6 +52,7 @@ typedef struct PeerOptions {
         json_t *discovery;      /* the document command.discover answers with (borrowed) */
         bool ignore_commands;   /* receive commands but never reply */
         bool reply_twice;       /* send every reply two times */
+        bool no_redial;         /* never redial once a connection is gone (as the agent) */
         const char *agent_version;
         /* Called on the peer's thread for every message that is neither
          * link.* nor command.* (the console's); may call peer_send_message(). */
