@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <nng/nng.h>
 #include <nng/protocol/pair1/pair.h>
@@ -83,6 +84,7 @@ struct AgentLink {
 
         /* filled by nng threads, drained on the loop */
         pthread_mutex_t lock;
+        bool detached; /* under lock: the loop is gone, callbacks drop what they get */
         LinkEvent *head, *tail;
         uv_async_t wake;
         uv_timer_t scan, flush, startup;
@@ -162,13 +164,20 @@ static void enqueue(AgentLink *l, EventKind kind, nng_pipe pipe, nng_msg *msg)
         }
         *e = (LinkEvent){.kind = kind, .pipe = pipe, .msg = msg};
         pthread_mutex_lock(&l->lock);
+        if (l->detached) {
+                pthread_mutex_unlock(&l->lock);
+                if (msg)
+                        nng_msg_free(msg);
+                free(e);
+                return;
+        }
         if (l->tail)
                 l->tail->next = e;
         else
                 l->head = e;
         l->tail = e;
+        uv_async_send(&l->wake); /* under the lock: stop cannot close it meanwhile */
         pthread_mutex_unlock(&l->lock);
-        uv_async_send(&l->wake);
 }
 
 static void on_pipe_event(nng_pipe pipe, nng_pipe_ev ev, void *arg)
@@ -961,15 +970,90 @@ static void close_handle(uv_handle_t *h)
                 uv_close(h, NULL);
 }
 
+/* nng 1.5.2's nng_close (and nng_aio_stop) can block for good when it races
+ * a pipe's teardown (close races fixed in later nng releases); seen as a
+ * controller that never exited on SIGTERM while an agent it had just refused
+ * was redialing. The close runs on a thread of its own and is waited for a
+ * bounded time; past that the link is detached (callbacks still running drop
+ * what they get) and left to the exiting process. */
+#define LINK_CLOSE_WAIT_S 5
+
+static struct {
+        pthread_mutex_t lock;
+        pthread_cond_t cond;
+} closing = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER};
+
+typedef struct LinkClose {
+        AgentLink *l;
+        bool done;
+} LinkClose;
+
+static void *link_close_main(void *arg)
+{
+        LinkClose *c = arg;
+        if (c->l->recv_aio)
+                nng_aio_stop(c->l->recv_aio);
+        nng_close(c->l->sock); /* joins nng's callbacks: none runs after this */
+        pthread_mutex_lock(&closing.lock);
+        c->done = true;
+        pthread_cond_broadcast(&closing.cond);
+        pthread_mutex_unlock(&closing.lock);
+        return NULL;
+}
+
+/* Returns true when the socket is closed, false when the close is still
+ * blocked (the LinkClose then belongs to its thread). */
+static bool close_socket_bounded(AgentLink *l)
+{
+        LinkClose *c = calloc(1, sizeof(*c));
+        pthread_t t;
+        if (c)
+                c->l = l;
+        if (!c || pthread_create(&t, NULL, link_close_main, c) != 0) {
+                free(c);
+                if (l->recv_aio)
+                        nng_aio_stop(l->recv_aio);
+                nng_close(l->sock);
+                return true;
+        }
+        struct timespec until;
+        clock_gettime(CLOCK_REALTIME, &until);
+        until.tv_sec += LINK_CLOSE_WAIT_S;
+        pthread_mutex_lock(&closing.lock);
+        while (!c->done)
+                if (pthread_cond_timedwait(&closing.cond, &closing.lock, &until) != 0)
+                        break;
+        bool done = c->done;
+        pthread_mutex_unlock(&closing.lock);
+        if (!done) {
+                (void)pthread_detach(t);
+                return false;
+        }
+        pthread_join(t, NULL);
+        free(c);
+        return true;
+}
+
 void agent_link_stop(AgentLink *l)
 {
         if (!l)
                 return;
         if (l->open) {
                 on_flush(&l->flush);
-                if (l->recv_aio)
-                        nng_aio_stop(l->recv_aio);
-                nng_close(l->sock); /* joins nng's callbacks: none runs after this */
+                if (!close_socket_bounded(l)) {
+                        log_warning("The agent link's socket did not close in %d s (nng close "
+                                    "race); leaving it to the exiting process",
+                                    LINK_CLOSE_WAIT_S);
+                        pthread_mutex_lock(&l->lock);
+                        l->detached = true;
+                        pthread_mutex_unlock(&l->lock);
+                        close_handle((uv_handle_t *)&l->scan);
+                        close_handle((uv_handle_t *)&l->flush);
+                        close_handle((uv_handle_t *)&l->startup);
+                        close_handle((uv_handle_t *)&l->wake);
+                        uv_run(l->server->loop, UV_RUN_NOWAIT);
+                        return; /* l stays: nng's threads may still hold it */
+                }
                 if (l->recv_aio)
                         nng_aio_free(l->recv_aio);
                 if (l->tls)
