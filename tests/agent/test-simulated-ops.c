@@ -97,9 +97,9 @@ T(assign_and_teardown_follow_the_real_steps_and_leave_the_state_files)
         json_t *nvme = json_object_get(slot, "nvme");
         cr_expect_str_eq(json_string_value(json_object_get(nvme, "wipe_method")), "simulated");
         cr_expect_str_eq(json_string_value(json_object_get(nvme, "driver")), "nvme");
-        cr_expect_eq(json_integer_value(json_object_get(json_object_get(slot, "resets"),
-                                                        "0000:d5:00.1")),
-                     1);
+        cr_expect_eq(
+            json_integer_value(json_object_get(json_object_get(slot, "resets"), "0000:d5:00.1")),
+            1);
         json_decref(slot);
 
         /* Idempotent: again, same result. */
